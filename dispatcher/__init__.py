@@ -1,0 +1,1 @@
+"""Rate-limited bulk SMS dispatcher for the Sinch SMS REST API."""
