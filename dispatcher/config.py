@@ -1,0 +1,274 @@
+"""Settings: one TOML file plus the environment, checked once at start.
+
+A worker that starts with a bad plan would fail on the first batch at 3 a.m.; so every problem
+is found at load time and reported as one line per problem naming the file and the key.  Tokens
+are never in the file: a plan names the environment variable that holds its token, and the
+token is wrapped in :class:`Secret` so that no repr, log line or exception can show it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_PATH = "config/dispatch.toml"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_METRICS_PORT = 9808
+MAX_BATCH = 1000  # the API's limit on `to` (seed 003, API.md 1.1)
+
+REGIONS: Mapping[str, str] = {
+    "us": "https://us.sms.api.sinch.com",
+    "eu": "https://eu.sms.api.sinch.com",
+    "au": "https://au.sms.api.sinch.com",
+    "br": "https://br.sms.api.sinch.com",
+    "ca": "https://ca.sms.api.sinch.com",
+    "gb": "https://gb.sms.api.sinch.com",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem; ``str()`` is one line per problem, safe to print."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class Secret:
+    """A token that refuses to be printed."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """One Sinch service plan: where to send, with which token, how fast."""
+
+    id: str
+    base_url: str
+    token_env: str
+    rate: float
+    burst: float
+    batch_size: int
+    token: Secret | None = field(default=None, compare=False)
+
+    @property
+    def batches_url(self) -> str:
+        return f"{self.base_url.rstrip('/')}/xms/v1/{self.id}/batches"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = DEFAULT_REDIS_URL
+    broker_url: str = DEFAULT_REDIS_URL
+    metrics_port: int = DEFAULT_METRICS_PORT
+    retention_days: float = 7.0
+    plans: Mapping[str, PlanConfig] = field(default_factory=dict)
+    source: str = "<defaults>"
+
+    def plan(self, plan_id: str) -> PlanConfig:
+        try:
+            return self.plans[plan_id]
+        except KeyError:
+            known = ", ".join(sorted(self.plans)) or "none configured"
+            raise ConfigError(
+                [f"unknown plan {plan_id!r} (known plans: {known}; see {self.source})"]
+            ) from None
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        require_tokens: bool = True,
+    ) -> Settings:
+        """Read ``path`` (default ``$DISPATCH_CONFIG`` or config/dispatch.toml) and the env.
+
+        ``require_tokens=False`` is for processes that only enqueue or read status: they never
+        talk to the provider, so a missing token is not their problem.
+        """
+        env = os.environ if env is None else env
+        file = Path(path or env.get("DISPATCH_CONFIG") or DEFAULT_CONFIG_PATH)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError([f"{file}: config file not found (set DISPATCH_CONFIG)"]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{file}: cannot read: {exc.__class__.__name__}"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{file}: not valid TOML: {exc}"]) from None
+        return cls.from_mapping(data, env=env, source=str(file), require_tokens=require_tokens)
+
+    @classmethod
+    def from_mapping(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        env: Mapping[str, str] | None = None,
+        source: str = "<config>",
+        require_tokens: bool = True,
+    ) -> Settings:
+        env = os.environ if env is None else env
+        problems: list[str] = []
+
+        def bad(key: str, what: str) -> None:
+            problems.append(f"{source}: {key}: {what}")
+
+        known_top = {"redis_url", "broker_url", "metrics_port", "retention_days", "plans"}
+        for key in data:
+            if key not in known_top:
+                bad(key, f"unknown key (expected one of: {', '.join(sorted(known_top))})")
+
+        redis_url = env.get("DISPATCH_REDIS_URL") or data.get("redis_url", DEFAULT_REDIS_URL)
+        if not isinstance(redis_url, str) or not redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            bad("redis_url", "must be a redis:// or rediss:// or unix:// URL")
+            redis_url = DEFAULT_REDIS_URL
+        broker_url = env.get("DISPATCH_BROKER_URL") or data.get("broker_url", redis_url)
+        if not isinstance(broker_url, str) or "://" not in broker_url:
+            bad("broker_url", "must be a broker URL such as redis://host:6379/0")
+            broker_url = redis_url
+        metrics_port = data.get("metrics_port", DEFAULT_METRICS_PORT)
+        if not _is_int(metrics_port) or not 0 < metrics_port < 65536:
+            bad("metrics_port", "must be a port number between 1 and 65535")
+            metrics_port = DEFAULT_METRICS_PORT
+        retention = data.get("retention_days", 7)
+        if not _is_number(retention) or retention <= 0:
+            bad("retention_days", "must be a number of days > 0")
+            retention = 7
+
+        plans: dict[str, PlanConfig] = {}
+        raw_plans = data.get("plans", {})
+        if not isinstance(raw_plans, Mapping):
+            bad("plans", "must be a table of [plans.<service_plan_id>] sections")
+            raw_plans = {}
+        for plan_id, raw in raw_plans.items():
+            plan = _load_plan(str(plan_id), raw, env, bad, require_tokens)
+            if plan is not None:
+                plans[plan.id] = plan
+        if problems:
+            raise ConfigError(problems)
+        return cls(
+            redis_url=redis_url,
+            broker_url=broker_url,
+            metrics_port=int(metrics_port),
+            retention_days=float(retention),
+            plans=plans,
+            source=source,
+        )
+
+
+_PLAN_KEYS = {"region", "base_url", "token_env", "rate", "burst", "batch_size"}
+
+
+def _load_plan(
+    plan_id: str,
+    raw: Any,
+    env: Mapping[str, str],
+    bad: Callable[[str, str], None],
+    require_tokens: bool,
+) -> PlanConfig | None:
+    key = f"plans.{plan_id}"
+    if not isinstance(raw, Mapping):
+        bad(key, "must be a table")
+        return None
+    ok = True
+    if not plan_id or not all(c.isalnum() or c in "-_." for c in plan_id):
+        bad(key, "service plan id may contain only letters, digits, '-', '_' and '.'")
+        ok = False
+    for k in raw:
+        if k not in _PLAN_KEYS:
+            bad(f"{key}.{k}", f"unknown key (expected one of: {', '.join(sorted(_PLAN_KEYS))})")
+            ok = False
+
+    region, base_url = raw.get("region"), raw.get("base_url")
+    if base_url is not None:
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            bad(f"{key}.base_url", "must be an http:// or https:// URL")
+            ok = False
+    elif region is None:
+        bad(key, f"needs region ({' | '.join(REGIONS)}) or base_url")
+        ok = False
+    elif region not in REGIONS:
+        bad(f"{key}.region", f"unknown region {region!r} (expected one of: {', '.join(REGIONS)})")
+        ok = False
+    else:
+        base_url = REGIONS[region]
+
+    token_env = raw.get("token_env")
+    token: Secret | None = None
+    if not isinstance(token_env, str) or not token_env:
+        bad(f"{key}.token_env", "required: the name of the environment variable with the token")
+        ok = False
+    else:
+        value = env.get(token_env)
+        if value:
+            token = Secret(value)
+        elif require_tokens:
+            bad(f"{key}.token_env", f"environment variable {token_env} is not set")
+            ok = False
+
+    rate = raw.get("rate")
+    if not _is_number(rate) or rate <= 0:
+        bad(f"{key}.rate", "must be a number of messages per second > 0")
+        return None
+    burst = raw.get("burst", max(float(rate), 1.0))
+    if not _is_number(burst) or burst < 1:
+        bad(f"{key}.burst", "must be a number >= 1")
+        return None
+    batch_size = raw.get("batch_size", min(MAX_BATCH, int(burst)))
+    if not _is_int(batch_size) or batch_size < 1:
+        bad(f"{key}.batch_size", "must be a whole number >= 1")
+        return None
+    if batch_size > MAX_BATCH:
+        bad(f"{key}.batch_size", f"{batch_size} is more than the API's {MAX_BATCH} recipients")
+        return None
+    if batch_size > burst:
+        bad(
+            f"{key}.batch_size",
+            f"{batch_size} is more than burst {burst:g}: such a batch could never be granted",
+        )
+        return None
+    if not ok:
+        return None
+    assert isinstance(base_url, str) and isinstance(token_env, str)
+    return PlanConfig(
+        id=plan_id,
+        base_url=base_url,
+        token_env=token_env,
+        rate=float(rate),
+        burst=float(burst),
+        batch_size=int(batch_size),
+        token=token,
+    )
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

@@ -1,0 +1,60 @@
+"""Every Redis key the dispatcher uses, in one place.
+
+All keys of one plan carry the hash tag ``{plan}``, so a plan's scripts touch one slot and the
+layout runs unchanged on Redis Cluster.  The three deployment-wide keys (the schedule, the
+plan set and the campaign index) are only ever written by plain commands, never together with
+a plan's keys inside one script.
+"""
+
+from __future__ import annotations
+
+PREFIX = "dsp"
+
+DUE = f"{PREFIX}:due"  # ZSET plan -> ms when its drain is due (the schedule)
+PLANS = f"{PREFIX}:plans"  # SET of plans that ever had a campaign (metrics, sweeper)
+CAMPAIGNS = f"{PREFIX}:campaigns"  # HASH campaign id -> plan id
+
+
+def _p(plan: str) -> str:
+    return f"{PREFIX}:{{{plan}}}"
+
+
+def lane(plan: str) -> str:
+    return f"{_p(plan)}:lane"
+
+
+def batch(plan: str, batch_id: str) -> str:
+    return f"{_p(plan)}:b:{batch_id}"
+
+
+def campaign(plan: str, campaign_id: str) -> str:
+    return f"{_p(plan)}:c:{campaign_id}"
+
+
+def lease(plan: str) -> str:
+    return f"{_p(plan)}:lease"
+
+
+def fence(plan: str) -> str:
+    return f"{_p(plan)}:fence"
+
+
+def bucket(plan: str) -> str:
+    return f"{_p(plan)}:bucket"
+
+
+def state(plan: str) -> str:
+    return f"{_p(plan)}:state"
+
+
+def stats(plan: str) -> str:
+    return f"{_p(plan)}:stats"
+
+
+def dlq(plan: str) -> str:
+    return f"{_p(plan)}:dlq"
+
+
+def dlq_entry(plan: str, entry_id: str) -> str:
+    return f"{_p(plan)}:d:{entry_id}"
+

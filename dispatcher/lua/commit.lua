@@ -1,0 +1,79 @@
+-- Record the final outcome of the head batch: accepted by the provider, or dead-lettered.
+-- Either way it leaves the lane, its counts move to the campaign and the plan's counters, and
+-- (for a dead letter) an entry with everything needed to inspect and replay it is written.
+-- Fenced: nothing happens unless the caller still holds the plan's lease.
+--
+-- KEYS[1]  {plan}:lease     KEYS[2] {plan}:lane     KEYS[3] {plan}:b:<id>
+-- KEYS[4]  {plan}:c:<campaign>   KEYS[5] {plan}:stats   KEYS[6] {plan}:state
+-- KEYS[7]  {plan}:dlq (LIST of entry ids)    KEYS[8] {plan}:d:<entry id>
+-- ARGV[1]  fencing token   ARGV[2] batch id   ARGV[3] "accepted" | "dead"
+-- ARGV[4]  HTTP status ("" when there was no answer)   ARGV[5] provider code   ARGV[6] text
+-- ARGV[7]  provider batch id (accepted)   ARGV[8] dead-letter reason
+-- ARGV[9]  campaign retention s   ARGV[10] entry id   ARGV[11] plan id   ARGV[12] plan rate
+-- ARGV[13] "1" to count a provider response (0 when it was found by a lookup, counted before)
+-- KEYS[9], ARGV[14] optional: when this accepted batch was the tested half of a split batch
+--          with a refused recipient, its untested sibling (KEYS[9]) now surely holds that
+--          recipient and is marked suspect with the refusal ARGV[14] (JSON).
+--
+-- Returns {"ok", next head id | ""} or {"lost"} or {"moved"}.
+local token, bid, outcome = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('GET', KEYS[1]) ~= token then
+  return {'lost'}
+end
+if redis.call('LINDEX', KEYS[2], 0) ~= bid then
+  return {'moved'}
+end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local status, code = ARGV[4], ARGV[5]
+local n = tonumber(redis.call('HGET', KEYS[3], 'n'))
+
+redis.call('LPOP', KEYS[2])
+redis.call('HINCRBY', KEYS[5], 'pending', -n)
+if ARGV[13] == '1' then
+  redis.call('HINCRBY', KEYS[5], 'resp:' .. status .. ':' .. code, 1)
+end
+
+if outcome == 'accepted' then
+  redis.call('HINCRBY', KEYS[4], 'sent', n)
+  redis.call('HINCRBY', KEYS[5], 'sent', n)
+  redis.call('HINCRBY', KEYS[5], 'batches:accepted', 1)
+  -- Additive increase after a 429 lowered the plan's effective rate; a success also closes
+  -- an open circuit (this batch was its probe).
+  local st = redis.call('HMGET', KEYS[6], 'eff_rate', 'circuit')
+  if st[1] then
+    local rate = tonumber(ARGV[12])
+    local eff = tonumber(st[1]) + rate * 0.05
+    if eff >= rate then
+      redis.call('HDEL', KEYS[6], 'eff_rate')
+    else
+      redis.call('HSET', KEYS[6], 'eff_rate', string.format('%.3f', eff))
+    end
+  end
+  if st[2] then
+    redis.call('HDEL', KEYS[6], 'circuit', 'probe_at', 'circuit_status', 'circuit_code', 'opened_at', 'probes')
+  end
+  if KEYS[9] and ARGV[14] and ARGV[14] ~= '' and redis.call('EXISTS', KEYS[9]) == 1 then
+    redis.call('HSET', KEYS[9], 'suspect', ARGV[14])
+  end
+else
+  local b = redis.call('HGETALL', KEYS[3])
+  redis.call('HSET', KEYS[8], unpack(b))
+  redis.call('HDEL', KEYS[8], 'inflight', 'suspect')
+  redis.call('HSET', KEYS[8], 'id', ARGV[10], 'plan', ARGV[11], 'batch_id', bid,
+    'status', status, 'code', code, 'text', ARGV[6], 'reason', ARGV[8], 'dead_at', now_ms)
+  redis.call('RPUSH', KEYS[7], ARGV[10])
+  redis.call('HINCRBY', KEYS[4], 'dead_lettered', n)
+  redis.call('HINCRBY', KEYS[5], 'dead_lettered', n)
+  redis.call('HINCRBY', KEYS[5], 'dlq_pending', n)
+  redis.call('HINCRBY', KEYS[5], 'dlq:' .. code, n)
+  redis.call('HINCRBY', KEYS[5], 'batches:dead_lettered', 1)
+end
+redis.call('DEL', KEYS[3])
+
+local c = redis.call('HMGET', KEYS[4], 'recipients', 'sent', 'dead_lettered')
+if c[1] and (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) >= tonumber(c[1]) then
+  redis.call('HSET', KEYS[4], 'finished_at', now_ms)
+  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))
+end
+return {'ok', redis.call('LINDEX', KEYS[2], 0) or ''}

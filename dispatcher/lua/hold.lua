@@ -1,0 +1,56 @@
+-- Record an answer that keeps the head batch at the head: the plan holds its lane (FIFO) and
+-- backs off, its circuit opens, or a lookup showed an unknown attempt never arrived.
+-- Fenced like commit.lua.
+--
+-- KEYS[1]  {plan}:lease   KEYS[2] {plan}:lane   KEYS[3] {plan}:b:<id>
+-- KEYS[4]  {plan}:stats   KEYS[5] {plan}:state
+-- ARGV[1]  fencing token   ARGV[2] batch id
+-- ARGV[3]  kind: "retry" (5xx, timeout; counts a failure) | "ratewait" (429; counts a rate
+--          wait, never a failure) | "circuit" (the plan's fault) | "notfound" (lookup: the
+--          unknown attempt never reached the provider, send it again)
+-- ARGV[4]  HTTP status ("" = no answer)   ARGV[5] provider code   ARGV[6] text
+-- ARGV[7]  delay ms (cool-down, or time to the next circuit probe)
+-- ARGV[8]  "1" when the outcome is ambiguous (keep the in-flight mark: look up before resend)
+-- ARGV[9]  plan rate (for the multiplicative decrease on 429)
+--
+-- Returns {"ok"} or {"lost"} or {"moved"}.
+local token, bid, kind = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('GET', KEYS[1]) ~= token then
+  return {'lost'}
+end
+if redis.call('LINDEX', KEYS[2], 0) ~= bid then
+  return {'moved'}
+end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local status, code, delay = ARGV[4], ARGV[5], tonumber(ARGV[7])
+
+if kind ~= 'notfound' then
+  redis.call('HINCRBY', KEYS[4], 'resp:' .. status .. ':' .. code, 1)
+  redis.call('HSET', KEYS[3], 'last_status', status, 'last_code', code, 'last_text', ARGV[6])
+end
+if ARGV[8] ~= '1' then
+  redis.call('HDEL', KEYS[3], 'inflight')
+end
+
+if kind == 'retry' then
+  redis.call('HINCRBY', KEYS[3], 'fails', 1)
+  redis.call('HINCRBY', KEYS[4], 'retries', 1)
+  redis.call('HSET', KEYS[5], 'cooldown_until', now_ms + delay)
+elseif kind == 'ratewait' then
+  redis.call('HINCRBY', KEYS[3], 'waits', 1)
+  redis.call('HINCRBY', KEYS[4], 'rate_waits', 1)
+  redis.call('HSET', KEYS[5], 'cooldown_until', now_ms + delay)
+  local rate = tonumber(ARGV[9])
+  local eff = tonumber(redis.call('HGET', KEYS[5], 'eff_rate')) or rate
+  redis.call('HSET', KEYS[5], 'eff_rate', string.format('%.3f', math.max(rate * 0.05, eff * 0.5)))
+elseif kind == 'circuit' then
+  if redis.call('HGET', KEYS[5], 'circuit') ~= 'open' then
+    redis.call('HSET', KEYS[5], 'opened_at', now_ms)
+    redis.call('HINCRBY', KEYS[4], 'circuit_opened', 1)
+  end
+  redis.call('HINCRBY', KEYS[5], 'probes', 1)
+  redis.call('HSET', KEYS[5], 'circuit', 'open', 'circuit_status', status, 'circuit_code', code,
+    'probe_at', now_ms + delay)
+end
+return {'ok'}

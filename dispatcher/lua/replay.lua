@@ -1,0 +1,29 @@
+-- Put a dead letter back at the tail of its plan's lane as a new batch, once: the entry is
+-- deleted in the same step, so replaying the same entry twice sends it once.
+--
+-- KEYS[1]  {plan}:d:<entry id>   KEYS[2] {plan}:dlq   KEYS[3] {plan}:lane
+-- KEYS[4]  {plan}:b:<new batch id>   KEYS[5] {plan}:c:<campaign>   KEYS[6] {plan}:stats
+-- ARGV[1]  entry id   ARGV[2] new batch id   ARGV[3] payload (with the new client_reference)
+--
+-- Returns the number of recipients put back (0 when the entry no longer exists).
+local e = redis.call('HMGET', KEYS[1], 'n', 'campaign')
+if not e[1] then
+  return 0
+end
+local n = tonumber(e[1])
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[4], 'n', n, 'payload', ARGV[3], 'campaign', e[2], 'fails', 0,
+  'waits', 0, 'enq_at', now_ms, 'replayed_from', ARGV[1])
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('DEL', KEYS[1])
+redis.call('LREM', KEYS[2], 1, ARGV[1])
+redis.call('HINCRBY', KEYS[6], 'pending', n)
+redis.call('HINCRBY', KEYS[6], 'dlq_pending', -n)
+redis.call('HINCRBY', KEYS[6], 'replayed', n)
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('HINCRBY', KEYS[5], 'dead_lettered', -n)
+  redis.call('HDEL', KEYS[5], 'finished_at')
+  redis.call('PERSIST', KEYS[5])
+end
+return n

@@ -1,0 +1,16 @@
+-- Ask for a plan to be drained again after delay_ms (Redis time), so that a waiting plan never
+-- holds a worker slot.  `mode` "set" overwrites the plan's due time; "lt" only brings it
+-- forward (used by a sender that found the lease busy, so it cannot push back the holder's
+-- own schedule).
+--
+-- KEYS[1]  due    ZSET plan -> due time in ms
+-- ARGV[1]  plan id   ARGV[2] delay ms   ARGV[3] "set" | "lt"
+-- Returns the due time in ms.
+local t = redis.call('TIME')
+local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + math.max(0, tonumber(ARGV[2]))
+if ARGV[3] == 'lt' then
+  redis.call('ZADD', KEYS[1], 'LT', at, ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], at, ARGV[1])
+end
+return at
