@@ -1,0 +1,190 @@
+"""The Python API: ``Dispatcher.from_env().enqueue(Campaign(...))`` and friends.
+
+Enqueue does all per-recipient work once (normalize, validate, de-duplicate, substitute, count
+parts), then writes ready-to-POST batch bodies in one transaction; the send loop only moves
+bytes.  A campaign that is rejected writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis
+
+from dispatcher.config import ConfigError, PlanConfig, Settings
+from dispatcher.models import (
+    Campaign,
+    CampaignStatus,
+    DeadLetter,
+    EnqueueResult,
+    InvalidRecipient,
+    PlanStatus,
+)
+from dispatcher.store import PreparedBatch, Store, new_id
+from dispatcher.validation import (
+    CampaignError,
+    Prepared,
+    prepare,
+    validate_schedule,
+    validate_sender,
+)
+
+
+class Dispatcher:
+    """Enqueue campaigns and look after them; safe to share between threads."""
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.redis = client or redis.Redis.from_url(settings.redis_url)
+        self.store = Store(self.redis, retention_days=settings.retention_days)
+
+    @classmethod
+    def from_env(cls, config: str | None = None) -> Dispatcher:
+        """Settings from ``$DISPATCH_CONFIG`` (or ``config``) and the environment.
+
+        Enqueuing never talks to the provider, so plan tokens need not be set here.
+        """
+        return cls(Settings.load(config, require_tokens=False))
+
+    # ------------------------------------------------------------ campaigns
+    def enqueue(self, campaign: Campaign) -> EnqueueResult:
+        """Validate and queue a campaign; returns its id (with the validation report).
+
+        Raises :class:`CampaignError` (one line, nothing written) for bad input: an unknown
+        plan, no recipients, an empty or too long body, a bad sender or schedule, or with
+        ``strict`` any invalid recipient.
+        """
+        try:
+            plan = self.settings.plan(campaign.plan)
+        except ConfigError as exc:
+            raise CampaignError(str(exc)) from None
+        sender = validate_sender(campaign.sender)
+        send_at, expire_at = validate_schedule(campaign.send_at, campaign.expire_at)
+        prepared = prepare(
+            campaign.body, campaign.recipients, campaign.parameters, strict=campaign.strict
+        )
+        campaign_id = new_id("c")
+        batches = build_batches(campaign_id, plan, sender, campaign.body, prepared, send_at, expire_at)
+        record: dict[str, str | int | float] = {
+            "recipients": len(prepared.recipients),
+            "batches": len(batches),
+            "duplicates": prepared.duplicates,
+            "invalid": len(prepared.invalid),
+            "sender": sender,
+            "encoding": prepared.encoding,
+            "max_parts": prepared.max_parts,
+            "total_parts": prepared.total_parts,
+        }
+        self.store.write_campaign(plan.id, campaign_id, record, batches)
+        return EnqueueResult(
+            campaign_id,
+            recipients=len(prepared.recipients),
+            batches=len(batches),
+            duplicates=prepared.duplicates,
+            invalid=[InvalidRecipient(i.to, i.reason) for i in prepared.invalid],
+            encoding=prepared.encoding,
+            max_parts=prepared.max_parts,
+            total_parts=prepared.total_parts,
+        )
+
+    def status(self, campaign_id: str) -> CampaignStatus:
+        return self.store.campaign_status(str(campaign_id))
+
+    # ------------------------------------------------------------ plans
+    def plans(self) -> list[PlanStatus]:
+        ids = sorted(set(self.settings.plans) | set(self.store.known_plans()))
+        snap = self.store.plan_snapshot(ids)
+        out: list[PlanStatus] = []
+        for pid in ids:
+            cfg = self.settings.plans.get(pid)
+            s = snap.get(pid, {})
+            rate = cfg.rate if cfg else 0.0
+            eff = float(s.get("state.eff_rate", rate))
+            out.append(
+                PlanStatus(
+                    plan=pid,
+                    rate=rate,
+                    effective_rate=min(eff, rate) if cfg else eff,
+                    burst=cfg.burst if cfg else 0.0,
+                    pending=int(s.get("pending", 0)),
+                    circuit="open" if s.get("state.circuit") == "open" else "closed",
+                    circuit_code=(
+                        f"{s.get('state.circuit_status', '')} {s.get('state.circuit_code', '')}".strip()
+                        or None
+                    )
+                    if s.get("state.circuit") == "open"
+                    else None,
+                    dead_letters=int(s.get("dlq_pending", 0)),
+                )
+            )
+        return out
+
+    def resume(self, plan: str) -> bool:
+        """Close the plan's circuit and send again at once; True if it was open."""
+        return self.store.resume(plan)
+
+    # ------------------------------------------------------------ dead letters
+    def dead_letters(self, plan: str | None = None) -> list[DeadLetter]:
+        return self.store.dead_letters(plan)
+
+    def dead_letter(self, entry_id: str) -> DeadLetter:
+        return self.store.dead_letter(entry_id)
+
+    def replay(self, entry_id: str | None = None, *, plan: str | None = None) -> tuple[int, int]:
+        """Put dead letters back at the tail of their lanes: (entries, recipients)."""
+        return self.store.replay(entry_id, plan=plan)
+
+    def purge(self, entry_id: str | None = None, *, plan: str | None = None) -> tuple[int, int]:
+        return self.store.purge(entry_id, plan=plan)
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+def build_batches(
+    campaign_id: str,
+    plan: PlanConfig,
+    sender: str,
+    body: str,
+    prepared: Prepared,
+    send_at: str | None = None,
+    expire_at: str | None = None,
+) -> list[PreparedBatch]:
+    """Split into batches of ``plan.batch_size`` and render each request body once.
+
+    The constant part of the JSON is encoded once; per batch only the recipient list (and the
+    parameters of those recipients) is encoded.
+    """
+    common: dict[str, Any] = {"from": sender, "body": body, "delivery_report": "none"}
+    if send_at:
+        common["send_at"] = send_at
+    if expire_at:
+        common["expire_at"] = expire_at
+    head = json.dumps(common, ensure_ascii=False, separators=(",", ":"))[:-1]
+    size = plan.batch_size
+    recipients = prepared.recipients
+    params = prepared.parameters
+    out: list[PreparedBatch] = []
+    for i, start in enumerate(range(0, len(recipients), size)):
+        chunk = recipients[start : start + size]
+        batch_id = f"{campaign_id}.{i}"
+        parts = [head, ',"client_reference":"', batch_id, '","to":', json.dumps(chunk)]
+        if params:
+            parts += [',"parameters":', json.dumps(_batch_parameters(params, chunk), ensure_ascii=False)]
+        parts.append("}")
+        out.append(PreparedBatch(batch_id, len(chunk), "".join(parts).encode()))
+    return out
+
+
+def _batch_parameters(
+    params: Mapping[str, Mapping[str, str]], chunk: Sequence[str]
+) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for key, values in params.items():
+        sub = {m: values[m] for m in chunk if m in values}
+        if "default" in values:
+            sub["default"] = values["default"]
+        out[key] = sub
+    return out

@@ -1,0 +1,221 @@
+"""The Sinch SMS REST API client: one pooled ``httpx.Client`` per worker process.
+
+Sending never raises for what the provider says or for a broken connection: every attempt ends
+in a :class:`ProviderResponse`, and ``policy.decide`` turns it into an action.  What went wrong
+on the wire is told apart by what it means for a resend:
+
+    ProviderResponse
+    ├── status set                 the provider answered (2xx, 4xx, 5xx); code/text parsed
+    └── status None, error set     no answer
+        ├── ambiguous=False        it never reached the provider (connect failed, pool full):
+        │                          safe to send again
+        └── ambiguous=True         it may have been created (read timeout, connection dropped
+                                   after the request was written): look the batch up by
+                                   ``client_reference`` before sending again
+
+Only :meth:`SinchClient.find_batch` raises, with :class:`LookupFailed`, when the lookup itself
+gets no usable answer.  No token ever appears in a result, a log line or an exception: the
+Authorization header is built once per plan and httpx's messages name only the URL.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from dispatcher.config import PlanConfig
+
+USER_AGENT = "sms-dispatcher/0.1"
+
+
+@dataclass(frozen=True)
+class ProviderResponse:
+    status: int | None
+    code: str = ""
+    text: str = ""
+    batch_id: str | None = None
+    retry_after_s: float | None = None
+    error: str | None = None
+    ambiguous: bool = False
+    elapsed_s: float = 0.0
+
+    @property
+    def label(self) -> str:
+        """``status:code`` for logs and metrics, e.g. ``403:illegal_number_type``."""
+        return f"{self.status if self.status is not None else self.error}:{self.code}"
+
+
+class LookupFailed(RuntimeError):
+    """A lookup by client_reference got no usable answer; the batch's fate stays unknown."""
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def parse_error_body(content: bytes) -> tuple[str, str]:
+    """(code, text) from ``{"code","text"}`` or the Google-style ``{"error":{...}}``."""
+    if not content:
+        return "", ""
+    try:
+        data: Any = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return "", content[:200].decode("utf-8", "replace")
+    if not isinstance(data, dict):
+        return "", ""
+    err = data.get("error")
+    if isinstance(err, dict):
+        code = err.get("status") or err.get("code") or ""
+        return str(code), str(err.get("message", ""))
+    return str(data.get("code", "") or ""), str(data.get("text", "") or "")
+
+
+class SinchClient:
+    """Thread-safe; make one per process (after fork: connections must not be shared)."""
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float = 10.0,
+        connect_timeout_s: float = 3.0,
+        max_connections: int = 64,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        )
+        self._headers: dict[tuple[str, str], dict[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _auth(self, plan: PlanConfig) -> dict[str, str]:
+        key = (plan.id, plan.base_url)
+        headers = self._headers.get(key)
+        if headers is None:
+            if plan.token is None:
+                raise LookupError(f"plan {plan.id}: no token ({plan.token_env} is not set)")
+            headers = {
+                "Authorization": f"Bearer {plan.token.reveal()}",
+                "Content-Type": "application/json",
+            }
+            with self._lock:
+                self._headers[key] = headers
+        return headers
+
+    def send_batch(self, plan: PlanConfig, payload: bytes) -> ProviderResponse:
+        """POST a ready-made batch body (it already carries its ``client_reference``)."""
+        started = time.perf_counter()
+        try:
+            resp = self._http.post(plan.batches_url, content=payload, headers=self._auth(plan))
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            return ProviderResponse(
+                None, error=_kind(exc), text=_safe(exc), elapsed_s=time.perf_counter() - started
+            )
+        except httpx.TransportError as exc:
+            # Read/write timeouts and dropped connections: the request may have arrived.
+            return ProviderResponse(
+                None,
+                error=_kind(exc),
+                text=_safe(exc),
+                ambiguous=True,
+                elapsed_s=time.perf_counter() - started,
+            )
+        elapsed = time.perf_counter() - started
+        if 200 <= resp.status_code < 300:
+            batch_id = None
+            try:
+                batch_id = str(resp.json().get("id") or "") or None
+            except ValueError:
+                pass
+            return ProviderResponse(resp.status_code, batch_id=batch_id, elapsed_s=elapsed)
+        code, text = parse_error_body(resp.content)
+        return ProviderResponse(
+            resp.status_code,
+            code=code,
+            text=text,
+            retry_after_s=parse_retry_after(resp.headers.get("Retry-After")),
+            elapsed_s=elapsed,
+        )
+
+    def find_batch(self, plan: PlanConfig, client_reference: str, since: datetime) -> str | None:
+        """The provider's id of our batch ``client_reference``, or None if it never arrived.
+
+        Lists batches filtered by client_reference from a little before the first attempt,
+        and matches the reference exactly on our side (the filter's semantics are not
+        documented: it might match prefixes).
+        """
+        page = 0
+        start = (since - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        while True:
+            try:
+                resp = self._http.get(
+                    plan.batches_url,
+                    params={
+                        "client_reference": client_reference,
+                        "start_date": start,
+                        "page": page,
+                        "page_size": 100,
+                    },
+                    headers=self._auth(plan),
+                )
+            except httpx.TransportError as exc:
+                raise LookupFailed(f"lookup of {client_reference}: {_safe(exc)}") from None
+            if resp.status_code != 200:
+                code, _ = parse_error_body(resp.content)
+                raise LookupFailed(
+                    f"lookup of {client_reference}: HTTP {resp.status_code} {code}".rstrip()
+                )
+            try:
+                data = resp.json()
+                batches = data.get("batches") or []
+                count = int(data.get("count", 0))
+            except (ValueError, AttributeError, TypeError):
+                raise LookupFailed(f"lookup of {client_reference}: unreadable answer") from None
+            for b in batches:
+                if isinstance(b, dict) and b.get("client_reference") == client_reference:
+                    return str(b.get("id") or "") or "unknown-id"
+            page += 1
+            if not batches or page * 100 >= count:
+                return None
+
+
+def _kind(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "dropped"
+    return "transport"
+
+
+def _safe(exc: Exception) -> str:
+    """An exception's message, one line; httpx messages carry no headers."""
+    return f"{exc.__class__.__name__}: {exc}".splitlines()[0][:200]

@@ -1,0 +1,127 @@
+"""What the dispatcher does with each answer of the SMS API: one table, consulted everywhere.
+
+The sender never special-cases a status or a code; it asks :func:`decide` and carries out the
+action.  docs/policy.md shows the same table (a test keeps the two equal).
+
+The backoff arithmetic is tenacity's (exponential with full jitter, a cap, a stop after N
+attempts or T seconds), evaluated against the attempt counts that live with the batch in Redis:
+the retry state must survive the worker that saw the failure, which tenacity's in-process
+retry loop cannot do by itself.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+
+import tenacity
+
+from dispatcher.client import ProviderResponse
+
+
+class Action(StrEnum):
+    ACCEPT = "accept"  # batch accepted: record the provider's batch id
+    RATE_WAIT = "rate_wait"  # the plan backs off, honouring Retry-After; not a failure
+    RETRY = "retry"  # hold the lane, back off, resend the head (after a lookup if ambiguous)
+    ISOLATE = "isolate"  # a recipient may be the cause: split to isolate the bad ones
+    DEAD = "dead"  # permanent for this batch: dead-letter it, the lane moves on
+    CIRCUIT = "circuit"  # the plan's fault: stop the plan, keep its queue, probe later
+
+
+@dataclass(frozen=True)
+class Rule:
+    status: str  # "201", "4xx"-style class, "none" (no answer) or "*"
+    code: str  # provider code, or "*"
+    action: Action
+    reason: str  # dead-letter reason when the action ends in the DLQ
+    why: str
+
+
+# First match wins; order from specific to general.
+RULES: tuple[Rule, ...] = (
+    Rule("2xx", "*", Action.ACCEPT, "", "created (201) or OK: the provider has the batch"),
+    Rule("429", "*", Action.RATE_WAIT, "rate_wait_expired",
+         "too many requests: whole plan waits Retry-After (or backoff), rate halves, then grows back"),
+    Rule("400", "syntax_invalid_parameter_format", Action.ISOLATE, "permanent",
+         "a field value, e.g. one MSISDN, is malformed: split to find the recipient"),
+    Rule("403", "illegal_number_type", Action.ISOLATE, "permanent",
+         "a number type the region refuses: split to find the recipient"),
+    Rule("400", "*", Action.DEAD, "permanent",
+         "invalid JSON or a broken constraint: resending the same batch cannot help"),
+    Rule("401", "*", Action.CIRCUIT, "", "the plan's token is wrong: every batch would fail"),
+    Rule("403", "blocked_account", Action.CIRCUIT, "", "the account is blocked"),
+    Rule("403", "missing_callback_url", Action.CIRCUIT, "", "the plan requests callbacks but has no URL"),
+    Rule("403", "unknown_group", Action.CIRCUIT, "", "the plan refers to a deleted group"),
+    Rule("403", "unknown_campaign", Action.DEAD, "permanent",
+         "campaign id does not match the sender: this batch's fault"),
+    Rule("403", "*", Action.DEAD, "permanent", "forbidden for this batch"),
+    Rule("404", "*", Action.CIRCUIT, "", "the plan's URL does not exist (wrong id or region)"),
+    Rule("415", "*", Action.DEAD, "permanent", "content type refused"),
+    Rule("5xx", "*", Action.RETRY, "retries_exhausted",
+         "provider error: hold the lane, back off with jitter, resend the head"),
+    Rule("none", "*", Action.RETRY, "retries_exhausted",
+         "no answer (timeout, dropped): look up by client_reference, then resend"),
+    Rule("*", "*", Action.DEAD, "permanent", "405 and anything unknown: kept with status and body"),
+)  # fmt: skip
+
+
+def _status_matches(pattern: str, status: int | None) -> bool:
+    if pattern == "*":
+        return True
+    if status is None:
+        return pattern == "none"
+    if pattern.endswith("xx"):
+        return str(status)[0] == pattern[0] and len(str(status)) == 3
+    return pattern == str(status)
+
+
+def decide(resp: ProviderResponse) -> Rule:
+    for rule in RULES:
+        if _status_matches(rule.status, resp.status) and rule.code in ("*", resp.code):
+            return rule
+    raise AssertionError("the last rule matches everything")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Limits and waits.  Failures and rate waits are counted apart (PEERS.md 4)."""
+
+    max_attempts: int = 8  # failures (5xx, no answer) before the batch is dead-lettered
+    max_failure_age_s: float = 600.0  # ... or this long after its first attempt
+    retry_base_s: float = 0.5
+    retry_cap_s: float = 30.0
+    rate_wait_base_s: float = 1.0  # 429 without Retry-After
+    rate_wait_cap_s: float = 60.0
+    max_rate_wait_age_s: float = 6 * 3600.0  # a batch throttled this long goes to the DLQ
+    circuit_base_s: float = 30.0  # first probe after the circuit opens
+    circuit_cap_s: float = 600.0
+
+    def _state(self, attempt: int, age_s: float) -> tenacity.RetryCallState:
+        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = max(1, attempt)
+        state.start_time = 0.0
+        state.outcome_timestamp = max(0.0, age_s)
+        return state
+
+    def retry_delay_s(self, failures: int) -> float:
+        wait = tenacity.wait_random_exponential(multiplier=self.retry_base_s, max=self.retry_cap_s)
+        return float(wait(self._state(failures, 0.0)))
+
+    def retries_exhausted(self, failures: int, age_s: float) -> bool:
+        stop = tenacity.stop_after_attempt(self.max_attempts) | tenacity.stop_after_delay(
+            self.max_failure_age_s
+        )
+        return bool(stop(self._state(failures, age_s)))
+
+    def rate_wait_s(self, resp: ProviderResponse, waits: int) -> float:
+        if resp.retry_after_s is not None:
+            # A little jitter so that the plan's next request does not land exactly on the edge.
+            return resp.retry_after_s + random.uniform(0, 0.05)
+        wait = tenacity.wait_random_exponential(
+            multiplier=self.rate_wait_base_s, max=self.rate_wait_cap_s
+        )
+        return float(wait(self._state(waits, 0.0)))
+
+    def circuit_probe_s(self, probes: int) -> float:
+        return min(self.circuit_cap_s, self.circuit_base_s * 2 ** max(0, probes))

@@ -1,0 +1,103 @@
+"""The ticker: starts drains of plans whose time has come, inside the worker command.
+
+No beat process (CONTRACT.md guarantee 5): every worker host runs one ticker thread that claims
+due plans from the ``due`` schedule (atomically, so each due plan is claimed by one host) and
+sends a drain task for each.  A plan waiting for tokens or a cool-down therefore holds no
+worker slot and no countdown task (which the Redis broker would deliver twice past its
+visibility timeout, PEERS.md 2).  A slow sweep re-kicks any plan with a non-empty lane that
+somehow has neither a lease nor a due time, so nothing queued can be forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+from dispatcher import keys
+from dispatcher.scripts import for_client
+
+log = logging.getLogger("dispatcher.scheduler")
+
+
+class Ticker(threading.Thread):
+    def __init__(
+        self,
+        client: redis.Redis,
+        start_drain: Callable[[str], None],
+        *,
+        interval_s: float = 0.05,
+        claim_max: int = 50,
+        claim_s: float = 20.0,
+        sweep_every_s: float = 10.0,
+    ) -> None:
+        super().__init__(name="dispatcher-ticker", daemon=True)
+        self.r = client
+        self.start_drain = start_drain
+        self.interval_s = interval_s
+        self.claim_max = claim_max
+        self.claim_ms = int(claim_s * 1000)
+        self.sweep_every_s = sweep_every_s
+        self._stop = threading.Event()
+        self._scripts = for_client(client)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        last_sweep = 0.0
+        down_since: float | None = None
+        while not self._stop.is_set():
+            try:
+                plans = self.tick()
+                if time.monotonic() - last_sweep > self.sweep_every_s:
+                    self.sweep()
+                    last_sweep = time.monotonic()
+                if down_since is not None:
+                    log.warning("Redis is reachable again after %.0f s", time.monotonic() - down_since)
+                    down_since = None
+            except redis.RedisError as exc:
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.error(
+                        "cannot reach Redis (%s); queued campaigns are kept and resume when it "
+                        "is back", exc.__class__.__name__,
+                    )  # fmt: skip
+                self._stop.wait(1.0)
+                continue
+            except Exception:
+                log.exception("ticker: failed to start drains; retrying")
+                self._stop.wait(1.0)
+                continue
+            if len(plans) < self.claim_max:
+                self._stop.wait(self.interval_s)
+
+    def tick(self) -> list[str]:
+        claimed = self._scripts.claim(keys=[keys.DUE], args=[self.claim_max, self.claim_ms])
+        plans = [p.decode() if isinstance(p, bytes) else str(p) for p in claimed]
+        for plan in plans:
+            self.start_drain(plan)
+        return plans
+
+    def sweep(self) -> int:
+        plans = [p.decode() for p in self.r.smembers(keys.PLANS)]
+        if not plans:
+            return 0
+        pipe = self.r.pipeline(transaction=False)
+        for p in plans:
+            pipe.llen(keys.lane(p))
+            pipe.exists(keys.lease(p))
+            pipe.zscore(keys.DUE, p)
+        out = pipe.execute()
+        kicked = 0
+        for i, p in enumerate(plans):
+            llen, leased, due = out[3 * i : 3 * i + 3]
+            if llen and not leased and due is None:
+                self.r.zadd(keys.DUE, {p: 0}, lt=True)
+                kicked += 1
+        if kicked:
+            log.warning("sweep: %d plan(s) had queued batches and no schedule; restarted", kicked)
+        return kicked
