@@ -80,7 +80,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="sms-dispatcher")
-def main() -> None:
+def cli() -> None:
     """Rate-limited bulk SMS through the Sinch SMS REST API.
 
     \b
@@ -124,7 +124,7 @@ def _read_recipients(path: str) -> tuple[list[str], dict[str, dict[str, str]]]:
         raise CampaignError(f"cannot read recipients file {path}: {exc}") from None
 
 
-@main.command()
+@cli.command()
 @click.option("--plan", required=True, help="Service plan id (a [plans.ID] table in the config).")
 @click.option("--from", "sender", required=True, help="Sender: MSISDN, short code or alphanumeric (<= 11).")
 @click.option("--body", required=True, help="Message text; ${key} placeholders take per-recipient values.")
@@ -197,7 +197,7 @@ def enqueue(
 
 
 # ---------------------------------------------------------------------------- status
-@main.command()
+@cli.command()
 @click.argument("campaign_id")
 @config_option
 @json_option
@@ -215,7 +215,7 @@ def status(campaign_id: str, config: str | None, as_json: bool) -> None:
 
 
 # ---------------------------------------------------------------------------- plans
-@main.group(invoke_without_command=True)
+@cli.group(invoke_without_command=True)
 @config_option
 @json_option
 @click.pass_context
@@ -254,7 +254,7 @@ def resume(ctx: click.Context, plan_id: str) -> None:
 
 
 # ---------------------------------------------------------------------------- dlq
-@main.group()
+@cli.group()
 def dlq() -> None:
     """Dead letters: batches the provider refused for good, kept with its code and text."""
 
@@ -345,7 +345,7 @@ def dlq_purge(
 
 
 # ---------------------------------------------------------------------------- preview
-@main.command()
+@cli.command()
 @click.option("--body", required=True, help="Message text, with optional ${key} placeholders.")
 @click.option("--recipients", help="CSV with a 'to' column and parameter columns.")
 @click.option("--default", "defaults", multiple=True, metavar="KEY=VALUE")
@@ -393,7 +393,7 @@ def preview(body: str, recipients: str | None, defaults: tuple[str, ...], as_jso
 
 
 # ---------------------------------------------------------------------------- simulator
-@main.command()
+@cli.command()
 @click.option("--port", default=8085, show_default=True, type=int)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--plan", "plan_specs", multiple=True, required=True, metavar="ID:TOKEN:RATE",
@@ -433,7 +433,7 @@ def simulator(
 
 
 # ---------------------------------------------------------------------------- metrics
-@main.command()
+@cli.command()
 @click.option("--port", type=int, help="Port to serve /metrics on [default: metrics_port, 9808].")
 @click.option("--host", default="0.0.0.0", show_default=True)
 @config_option
@@ -447,7 +447,7 @@ def metrics(port: int | None, host: str, config: str | None) -> None:
 
 
 # ---------------------------------------------------------------------------- demo
-@main.command()
+@cli.command()
 @click.option("--workers", default=2, show_default=True, help="Celery worker processes.")
 @click.option("--scale", default=1.0, show_default=True, help="Multiply the demo's campaign sizes.")
 @handle_errors
@@ -456,6 +456,19 @@ def demo(workers: int, scale: float) -> None:
     from dispatcher.demo import run_demo
 
     sys.exit(run_demo(workers=workers, scale=scale))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: usage errors are one line too (with where to find help), exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="dispatcher", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", 1)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "dispatcher"
+        _fail(f"{exc.format_message()} (see '{where} --help')", 2)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
 
 
 if __name__ == "__main__":

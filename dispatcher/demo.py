@@ -154,7 +154,7 @@ def run_demo(*, workers: int = 2, scale: float = 1.0) -> int:
     return 0
 
 
-def _bar(done: int, total: int, width: int = 24) -> str:
+def _bar(done: int, total: int, width: int = 16) -> str:
     filled = int(width * done / total) if total else width
     return "█" * filled + "·" * (width - filled)
 
@@ -167,18 +167,18 @@ def _progress(
     started: float,
     finished: dict[str, float],
 ) -> Table:
-    table = Table(title="sending (recipients per second against each plan's limit)")
-    for col in ("plan", "progress", "sent / total", "now /s", "limit /s", "state"):
+    table = Table(title="sending: recipients/s over the last 2 s against each plan's limit")
+    for col in ("plan", "progress", "done / total", "now /s", "limit /s", "state"):
         table.add_column(col)
     now = time.time()
     for p in plans:
         st = d.status(ids[p.plan])
-        recent = sum(len(a.to) for a in sim.arrivals(p.plan) if a.status == 201 and a.t > now - 1.0)
+        recent = sum(len(a.to) for a in sim.arrivals(p.plan) if a.status == 201 and a.t > now - 2.0) / 2
         if st.state == "done" and p.plan not in finished:
             finished[p.plan] = time.monotonic() - started
         table.add_row(
             p.plan, _bar(st.sent + st.dead_lettered, st.recipients),
-            f"{st.sent + st.dead_lettered} / {st.recipients}", f"{recent}", f"{p.rate:g}", st.state,
+            f"{st.sent + st.dead_lettered} / {st.recipients}", f"{recent:.0f}", f"{p.rate:g}", st.state,
         )  # fmt: skip
     return table
 
@@ -191,9 +191,8 @@ def _summary(
     started: float,
     finished: dict[str, float],
 ) -> Table:
-    table = Table(title="summary (checked against the simulator's own log)")
-    for col in ("plan", "limit /s", "sent", "dead-lettered", "seconds", "mean /s", "of limit",
-                "in order", "duplicates"):  # fmt: skip
+    table = Table(title="summary, checked against the simulator's own log")
+    for col in ("plan", "limit", "sent", "DLQ", "secs", "mean/s", "of limit", "FIFO", "dups"):
         table.add_column(col)
     for p in plans:
         st = d.status(ids[p.plan])
