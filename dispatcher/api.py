@@ -66,7 +66,9 @@ class Dispatcher:
             campaign.body, campaign.recipients, campaign.parameters, strict=campaign.strict
         )
         campaign_id = new_id("c")
-        batches = build_batches(campaign_id, plan, sender, campaign.body, prepared, send_at, expire_at)
+        batches = build_batches(
+            campaign_id, plan, sender, campaign.body, prepared, send_at, expire_at
+        )
         record: dict[str, str | int | float] = {
             "recipients": len(prepared.recipients),
             "batches": len(batches),
@@ -110,12 +112,7 @@ class Dispatcher:
                     burst=cfg.burst if cfg else 0.0,
                     pending=int(s.get("pending", 0)),
                     circuit="open" if s.get("state.circuit") == "open" else "closed",
-                    circuit_code=(
-                        f"{s.get('state.circuit_status', '')} {s.get('state.circuit_code', '')}".strip()
-                        or None
-                    )
-                    if s.get("state.circuit") == "open"
-                    else None,
+                    circuit_code=_circuit_code(s),
                     dead_letters=int(s.get("dlq_pending", 0)),
                 )
             )
@@ -141,6 +138,13 @@ class Dispatcher:
 
     def close(self) -> None:
         self.redis.close()
+
+
+def _circuit_code(snapshot: Mapping[str, str]) -> str | None:
+    if snapshot.get("state.circuit") != "open":
+        return None
+    status, code = snapshot.get("state.circuit_status", ""), snapshot.get("state.circuit_code", "")
+    return f"{status} {code}".strip() or None
 
 
 def build_batches(
@@ -172,7 +176,10 @@ def build_batches(
         batch_id = f"{campaign_id}.{i}"
         parts = [head, ',"client_reference":"', batch_id, '","to":', json.dumps(chunk)]
         if params:
-            parts += [',"parameters":', json.dumps(_batch_parameters(params, chunk), ensure_ascii=False)]
+            parts += [
+                ',"parameters":',
+                json.dumps(_batch_parameters(params, chunk), ensure_ascii=False),
+            ]
         parts.append("}")
         out.append(PreparedBatch(batch_id, len(chunk), "".join(parts).encode()))
     return out

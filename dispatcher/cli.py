@@ -105,7 +105,8 @@ def _read_recipients(path: str) -> tuple[list[str], dict[str, dict[str, str]]]:
             fields = reader.fieldnames or []
             if "to" not in fields:
                 raise CampaignError(
-                    f"recipients file {path}: no 'to' column (header: {', '.join(fields) or 'empty'})"
+                    f"recipients file {path}: no 'to' column "
+                    f"(header: {', '.join(fields) or 'empty'})"
                 )
             keys = [f for f in fields if f != "to"]
             to: list[str] = []
@@ -126,14 +127,24 @@ def _read_recipients(path: str) -> tuple[list[str], dict[str, dict[str, str]]]:
 
 @cli.command()
 @click.option("--plan", required=True, help="Service plan id (a [plans.ID] table in the config).")
-@click.option("--from", "sender", required=True, help="Sender: MSISDN, short code or alphanumeric (<= 11).")
-@click.option("--body", required=True, help="Message text; ${key} placeholders take per-recipient values.")
+@click.option(
+    "--from", "sender", required=True, help="Sender: MSISDN, short code or alphanumeric (<= 11)."
+)
+@click.option(
+    "--body", required=True, help="Message text; ${key} placeholders take per-recipient values."
+)
 @click.option("--to", "to", multiple=True, help="A recipient MSISDN (repeatable).")
-@click.option("--recipients", type=str, help="CSV file with a 'to' column; other columns are parameters.")
-@click.option("--default", "defaults", multiple=True, metavar="KEY=VALUE", help="Default for a parameter.")
+@click.option(
+    "--recipients", type=str, help="CSV file with a 'to' column; other columns are parameters."
+)
+@click.option(
+    "--default", "defaults", multiple=True, metavar="KEY=VALUE", help="Default for a parameter."
+)
 @click.option("--send-at", help="Schedule (ISO-8601; no offset means UTC).")
 @click.option("--expire-at", help="Stop trying after this time (ISO-8601, <= send_at + 3 days).")
-@click.option("--strict", is_flag=True, help="Reject the whole campaign if any recipient is invalid.")
+@click.option(
+    "--strict", is_flag=True, help="Reject the whole campaign if any recipient is invalid."
+)
 @config_option
 @json_option
 @handle_errors
@@ -386,7 +397,8 @@ def preview(body: str, recipients: str | None, defaults: tuple[str, ...], as_jso
     if "recipients" in data:
         r = data["recipients"]
         click.echo(
-            f"recipients: {r['valid']} valid, {r['invalid']} invalid, {r['duplicates']} duplicates; "
+            f"recipients: {r['valid']} valid, {r['invalid']} invalid, "
+            f"{r['duplicates']} duplicates; "
             f"parts per recipient {r['min_parts']}..{r['max_parts']}, {r['total_parts']} in total "
             f"({r['encoding']})"
         )
@@ -396,14 +408,28 @@ def preview(body: str, recipients: str | None, defaults: tuple[str, ...], as_jso
 @cli.command()
 @click.option("--port", default=8085, show_default=True, type=int)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--plan", "plan_specs", multiple=True, required=True, metavar="ID:TOKEN:RATE",
-              help="A service plan it accepts (repeatable); RATE in recipients per second.")
+@click.option(
+    "--plan",
+    "plan_specs",
+    multiple=True,
+    required=True,
+    metavar="ID:TOKEN:RATE",
+    help="A service plan it accepts (repeatable); RATE in recipients per second.",
+)
 @click.option("--error-rate", default=0.0, type=float, help="Fraction of POSTs answered 500/503.")
-@click.option("--drop-rate", default=0.0, type=float,
-              help="Fraction of POSTs created but answered with a dropped connection.")
+@click.option(
+    "--drop-rate",
+    default=0.0,
+    type=float,
+    help="Fraction of POSTs created but answered with a dropped connection.",
+)
 @click.option("--latency-ms", default=0.0, type=float, help="Added to each POST.")
-@click.option("--illegal", multiple=True, metavar="MSISDN",
-              help="Answer 403 illegal_number_type for batches containing it.")
+@click.option(
+    "--illegal",
+    multiple=True,
+    metavar="MSISDN",
+    help="Answer 403 illegal_number_type for batches containing it.",
+)
 @handle_errors
 def simulator(
     port: int,

@@ -20,6 +20,7 @@ Authorization header is built once per plan and httpx's messages name only the U
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import threading
@@ -150,10 +151,8 @@ class SinchClient:
         elapsed = time.perf_counter() - started
         if 200 <= resp.status_code < 300:
             batch_id = None
-            try:
+            with contextlib.suppress(ValueError, AttributeError):
                 batch_id = str(resp.json().get("id") or "") or None
-            except ValueError:
-                pass
             return ProviderResponse(resp.status_code, batch_id=batch_id, elapsed_s=elapsed)
         code, text = parse_error_body(resp.content)
         return ProviderResponse(

@@ -231,11 +231,11 @@ def _load_plan(
             bad(f"{key}.token_env", f"environment variable {token_env} is not set")
             ok = False
 
-    rate = raw.get("rate")
+    rate: Any = raw.get("rate")
     if not _is_number(rate) or rate <= 0:
         bad(f"{key}.rate", "must be a number of messages per second > 0")
         return None
-    burst = raw.get("burst", max(float(rate), 1.0))
+    burst: Any = raw.get("burst", max(float(rate), 1.0))
     if not _is_number(burst) or burst < 1:
         bad(f"{key}.burst", "must be a number >= 1")
         return None

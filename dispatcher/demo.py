@@ -42,7 +42,7 @@ class DemoPlan:
 
 PLANS: tuple[DemoPlan, ...] = (
     DemoPlan("acme-alerts", 50, 400, "ALERT: disk usage on db-3 is at 91%"),
-    DemoPlan("globex-news", 300, 4000, "Hi ${name}, this week's deals are live: globex.example/deals"),
+    DemoPlan("globex-news", 300, 4000, "Hi ${name}, this week's deals: globex.example/deals"),
     DemoPlan("initech-otp", 20, 150, "Your Initech code is 493 201"),
 )  # fmt: skip
 
@@ -61,7 +61,9 @@ def worker_command(concurrency: int) -> list[str]:
 
 
 @contextmanager
-def workers_running(env: dict[str, str], count: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def workers_running(
+    env: dict[str, str], count: int, log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """Start the Celery worker in its own process group; stop the whole group on exit."""
     log = open(log_path, "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -108,12 +110,13 @@ def token_env(plans: Sequence[DemoPlan]) -> dict[str, str]:
 
 def run_demo(*, workers: int = 2, scale: float = 1.0) -> int:
     console = Console()
-    plans = [
-        DemoPlan(p.plan, p.rate, max(1, int(p.recipients * scale)), p.body) for p in PLANS
-    ]
+    plans = [DemoPlan(p.plan, p.rate, max(1, int(p.recipients * scale)), p.body) for p in PLANS]
     tokens = token_env(plans)
     with tempfile.TemporaryDirectory(prefix="dispatcher-demo-") as tmp, LocalRedis() as rds:
-        specs = [PlanSpec(p.plan, tokens[p.plan.upper().replace("-", "_") + "_TOKEN"], p.rate) for p in plans]
+        specs = [
+            PlanSpec(p.plan, tokens[p.plan.upper().replace("-", "_") + "_TOKEN"], p.rate)
+            for p in plans
+        ]
         with Simulator(specs) as sim:
             cfg = Path(tmp) / "dispatch.toml"
             write_config(cfg, sim.url, plans, rds.url)
@@ -127,8 +130,12 @@ def run_demo(*, workers: int = 2, scale: float = 1.0) -> int:
                 ids: dict[str, str] = {}
                 for i, p in enumerate(plans):
                     numbers = swedish_mobiles(p.recipients, seed=i)
-                    numbers += numbers[:3] + ["+46 70 12", "not-a-number"]  # show the report
-                    params = {"name": {numbers[0]: "Ann", "default": "there"}} if "${" in p.body else None
+                    numbers += [*numbers[:3], "+46 70 12", "not-a-number"]  # show the report
+                    params = (
+                        {"name": {numbers[0]: "Ann", "default": "there"}}
+                        if "${" in p.body
+                        else None
+                    )
                     res = d.enqueue(Campaign(plan=p.plan, sender="Demo", body=p.body,
                                              recipients=numbers, parameters=params))  # fmt: skip
                     ids[p.plan] = res.campaign_id
@@ -142,7 +149,9 @@ def run_demo(*, workers: int = 2, scale: float = 1.0) -> int:
                 with Live(console=console, refresh_per_second=8) as live:
                     while len(finished) < len(plans):
                         if proc.poll() is not None:
-                            console.print(f"[red]the worker exited ({proc.returncode}); see its log[/]")
+                            console.print(
+                                f"[red]the worker exited ({proc.returncode}); see its log[/]"
+                            )
                             console.print((Path(tmp) / "worker.log").read_text()[-2000:])
                             return 1
                         live.update(_progress(d, sim, plans, ids, started, finished))
@@ -173,12 +182,15 @@ def _progress(
     now = time.time()
     for p in plans:
         st = d.status(ids[p.plan])
-        recent = sum(len(a.to) for a in sim.arrivals(p.plan) if a.status == 201 and a.t > now - 2.0) / 2
+        recent = (
+            sum(len(a.to) for a in sim.arrivals(p.plan) if a.status == 201 and a.t > now - 2.0) / 2
+        )
         if st.state == "done" and p.plan not in finished:
             finished[p.plan] = time.monotonic() - started
         table.add_row(
             p.plan, _bar(st.sent + st.dead_lettered, st.recipients),
-            f"{st.sent + st.dead_lettered} / {st.recipients}", f"{recent:.0f}", f"{p.rate:g}", st.state,
+            f"{st.sent + st.dead_lettered} / {st.recipients}", f"{recent:.0f}", f"{p.rate:g}",
+            st.state,
         )  # fmt: skip
     return table
 

@@ -57,4 +57,3 @@ def dlq(plan: str) -> str:
 
 def dlq_entry(plan: str, entry_id: str) -> str:
     return f"{_p(plan)}:d:{entry_id}"
-

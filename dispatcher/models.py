@@ -6,7 +6,7 @@ Field names follow CONTRACT.md (the ``--json`` shapes), so ``to_json()`` is the 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 CampaignState = Literal["queued", "sending", "paused", "done", "canceled"]

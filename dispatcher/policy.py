@@ -42,7 +42,7 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule("2xx", "*", Action.ACCEPT, "", "created (201) or OK: the provider has the batch"),
     Rule("429", "*", Action.RATE_WAIT, "rate_wait_expired",
-         "too many requests: whole plan waits Retry-After (or backoff), rate halves, then grows back"),
+         "too many requests: the plan waits Retry-After (or backoff); rate halves, then regrows"),
     Rule("400", "syntax_invalid_parameter_format", Action.ISOLATE, "permanent",
          "a field value, e.g. one MSISDN, is malformed: split to find the recipient"),
     Rule("403", "illegal_number_type", Action.ISOLATE, "permanent",
@@ -51,7 +51,7 @@ RULES: tuple[Rule, ...] = (
          "invalid JSON or a broken constraint: resending the same batch cannot help"),
     Rule("401", "*", Action.CIRCUIT, "", "the plan's token is wrong: every batch would fail"),
     Rule("403", "blocked_account", Action.CIRCUIT, "", "the account is blocked"),
-    Rule("403", "missing_callback_url", Action.CIRCUIT, "", "the plan requests callbacks but has no URL"),
+    Rule("403", "missing_callback_url", Action.CIRCUIT, "", "callbacks requested, no URL"),
     Rule("403", "unknown_group", Action.CIRCUIT, "", "the plan refers to a deleted group"),
     Rule("403", "unknown_campaign", Action.DEAD, "permanent",
          "campaign id does not match the sender: this batch's fault"),
@@ -124,4 +124,4 @@ class Backoff:
         return float(wait(self._state(waits, 0.0)))
 
     def circuit_probe_s(self, probes: int) -> float:
-        return min(self.circuit_cap_s, self.circuit_base_s * 2 ** max(0, probes))
+        return float(min(self.circuit_cap_s, self.circuit_base_s * 2.0 ** max(0, probes)))

@@ -57,7 +57,9 @@ class Ticker(threading.Thread):
                     self.sweep()
                     last_sweep = time.monotonic()
                 if down_since is not None:
-                    log.warning("Redis is reachable again after %.0f s", time.monotonic() - down_since)
+                    log.warning(
+                        "Redis is reachable again after %.0f s", time.monotonic() - down_since
+                    )
                     down_since = None
             except redis.RedisError as exc:
                 if down_since is None:
@@ -83,7 +85,9 @@ class Ticker(threading.Thread):
         return plans
 
     def sweep(self) -> int:
-        plans = [p.decode() for p in self.r.smembers(keys.PLANS)]
+        plans = [
+            p.decode() if isinstance(p, bytes) else str(p) for p in self.r.smembers(keys.PLANS)
+        ]
         if not plans:
             return 0
         pipe = self.r.pipeline(transaction=False)

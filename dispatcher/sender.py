@@ -107,7 +107,9 @@ class Sender:
             self._schedule(plan_id, 60.0, "lt")
             return "unconfigured"
         ttl_ms = int(self.timing.lease_ttl_s * 1000)
-        token_b, pttl = self.scripts.lease(keys=[keys.lease(plan_id), keys.fence(plan_id)], args=[ttl_ms])
+        token_b, pttl = self.scripts.lease(
+            keys=[keys.lease(plan_id), keys.fence(plan_id)], args=[ttl_ms]
+        )
         if not token_b:
             # Someone drains it; come back when its lease would run out, in case it died.
             self._schedule(plan_id, max(0, int(pttl)) / 1000 + 0.05, "lt")
@@ -115,9 +117,7 @@ class Sender:
         token = _s(token_b)
         # Safety net: if this process dies, the plan comes due again after the lease expires.
         pipe = self.r.pipeline(transaction=False)
-        self.scripts.schedule(
-            keys=[keys.DUE], args=[plan_id, ttl_ms + 1000, "set"], client=pipe
-        )
+        self.scripts.schedule(keys=[keys.DUE], args=[plan_id, ttl_ms + 1000, "set"], client=pipe)
         pipe.lindex(keys.lane(plan_id), 0)
         _, head_b = pipe.execute()
         head = _s(head_b) if head_b is not None else None
@@ -286,7 +286,9 @@ class Sender:
             age_s = self._age_s(plan.id, head)
             if age_s > self.backoff.max_rate_wait_age_s:
                 return self._commit(plan, token, head, campaign, "dead", resp, reason=rule.reason)
-            return self._hold(plan, token, head, "ratewait", resp, self.backoff.rate_wait_s(resp, waits + 1))
+            return self._hold(
+                plan, token, head, "ratewait", resp, self.backoff.rate_wait_s(resp, waits + 1)
+            )
         if action is Action.RETRY:
             failures = fails + 1
             if self.backoff.retries_exhausted(failures, self._age_s(plan.id, head)):
@@ -296,13 +298,17 @@ class Sender:
                         return self._commit(plan, token, head, campaign, "accepted", None,
                                             count_response=False, status="201")  # fmt: skip
                     if found is None:  # the lookup failed too: keep trying later
-                        return self._hold(plan, token, head, "retry", resp, self.backoff.retry_cap_s)
+                        return self._hold(
+                            plan, token, head, "retry", resp, self.backoff.retry_cap_s
+                        )
                 log.error(
                     "plan %s batch %s: %s after %d attempts; dead-lettered",
                     plan.id, head, resp.label, failures,
                 )  # fmt: skip
                 return self._commit(plan, token, head, campaign, "dead", resp, reason=rule.reason)
-            return self._hold(plan, token, head, "retry", resp, self.backoff.retry_delay_s(failures))
+            return self._hold(
+                plan, token, head, "retry", resp, self.backoff.retry_delay_s(failures)
+            )
         if action is Action.CIRCUIT:
             probes = int(self.r.hget(keys.state(plan.id), "probes") or 0)
             delay = self.backoff.circuit_probe_s(probes)
@@ -331,12 +337,18 @@ class Sender:
             log.warning("plan %s batch %s: %s", plan.id, head, exc)
             return None
 
-    def _resolve_unknown(self, plan: PlanConfig, token: str, head: str, first_at_ms: int) -> str | None:
+    def _resolve_unknown(
+        self, plan: PlanConfig, token: str, head: str, first_at_ms: int
+    ) -> str | None:
         """An earlier attempt may have reached the provider: ask before sending again."""
         found = self._lookup(plan, head)
         campaign = _s(self.r.hget(keys.batch(plan.id, head), "campaign") or b"")
         if found:
-            log.info("plan %s batch %s: found at the provider by client_reference; not resent", plan.id, head)
+            log.info(
+                "plan %s batch %s: found at the provider by client_reference; not resent",
+                plan.id,
+                head,
+            )
             self.r.hincrby(keys.stats(plan.id), "lookups:found", 1)
             return self._commit(plan, token, head, campaign, "accepted", None,
                                 count_response=False, status="201")  # fmt: skip
@@ -389,7 +401,7 @@ class Sender:
 
     def _split_oversize(self, plan: PlanConfig, token: str, head: str) -> str | None:
         payload = self.r.hget(keys.batch(plan.id, head), "payload")
-        if payload is None:
+        if not isinstance(payload, bytes):
             return self._head(plan.id)
         n = len(json.loads(payload)["to"])
         size = max(1, min(plan.batch_size, int(plan.burst)))
@@ -436,13 +448,21 @@ class Sender:
 
 
 def _status(resp: ProviderResponse | None) -> str:
-    return str(resp.status) if resp is not None and resp.status is not None else (
-        (resp.error or "") if resp is not None else ""
+    return (
+        str(resp.status)
+        if resp is not None and resp.status is not None
+        else ((resp.error or "") if resp is not None else "")
     )
 
 
 def _log_outcome(
-    plan: str, campaign: str, batch: str, n: int, resp: ProviderResponse, action: Action, attempt: int
+    plan: str,
+    campaign: str,
+    batch: str,
+    n: int,
+    resp: ProviderResponse,
+    action: Action,
+    attempt: int,
 ) -> None:
     level = logging.INFO if action is Action.ACCEPT else logging.WARNING
     if log.isEnabledFor(level):

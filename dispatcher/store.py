@@ -85,10 +85,9 @@ class Store:
         now_ms = self._now_ms()
         total = sum(b.recipients for b in batches)
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(
-            keys.campaign(plan, campaign_id),
-            mapping={**record, "plan": plan, "created_at": now_ms, "sent": 0, "dead_lettered": 0},
-        )
+        fields: dict[str, str | int | float] = {**record, "plan": plan, "created_at": now_ms}
+        fields.update(sent=0, dead_lettered=0)
+        pipe.hset(keys.campaign(plan, campaign_id), mapping=fields)  # type: ignore[arg-type]
         pipe.hset(keys.CAMPAIGNS, campaign_id, plan)
         lane = keys.lane(plan)
         ids: list[str] = []
@@ -293,7 +292,7 @@ class Store:
         return entries, recipients
 
 
-def _dead_letter(row: Mapping[bytes, bytes]) -> DeadLetter:
+def _dead_letter(row: Mapping[Any, Any]) -> DeadLetter:
     f = {_s(k): v for k, v in row.items()}
     payload = json.loads(f["payload"])
     status = _s(f.get("status", b""))

@@ -65,9 +65,12 @@ class Deployment:
     def settings(self) -> Settings:
         return Settings.load(self.config, env=self.env)
 
-    def start_worker(self, concurrency: int = 1, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, concurrency: int = 1, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = self.config.parent / f"worker-{len(self.logs)}.log"
         self.logs.append(log)
+        out = open(log, "wb")  # noqa: SIM115 - the child owns it; closed when we drop it
         env = {**self.env, **(extra_env or {})}
         proc = subprocess.Popen(
             [
@@ -76,7 +79,7 @@ class Deployment:
                 "--without-gossip", "--without-mingle", "--without-heartbeat",
                 "--hostname", f"w{len(self.logs)}@%h",
             ],
-            env=env, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         self.procs.append(proc)
@@ -122,18 +125,19 @@ def deploy(
         sim_rate_factor: float = 1.0,
     ) -> Deployment:
         lines = [f'redis_url = "{redis_server.url}"', ""]
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DISPATCH_", "PYTEST_"))
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DISPATCH_", "PYTEST_"))}
         for spec in plans:
             plan, rate = spec[0], spec[1]
             extra = spec[2] if len(spec) > 2 else {}  # type: ignore[misc]
             token_env = plan.upper().replace("-", "_") + "_TOKEN"
             token = f"tok-{plan}-s3cr3t"
             env[token_env] = token
-            lines += [f"[plans.{plan}]", f'base_url = "{sim.url}"', f'token_env = "{token_env}"', f"rate = {rate}"]
+            lines += [
+                f"[plans.{plan}]",
+                f'base_url = "{sim.url}"',
+                f'token_env = "{token_env}"',
+                f"rate = {rate}",
+            ]
             lines += [f"{k} = {v!r}" for k, v in extra.items()]  # type: ignore[union-attr]
             lines.append("")
             burst = float(extra.get("burst", rate))  # type: ignore[union-attr]

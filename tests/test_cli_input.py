@@ -49,7 +49,9 @@ def test_bad_enqueue_is_one_line_exit_2_and_writes_nothing(
 def test_recipients_file_without_to_column(dep: Deployment, r: redis.Redis, tmp_path: Path) -> None:
     f = tmp_path / "people.csv"
     f.write_text("phone,name\n+46701234567,Ann\n")
-    out = dep.cli("enqueue", "--plan", "acme", "--from", "Acme", "--body", "Hi", "--recipients", str(f))
+    out = dep.cli(
+        "enqueue", "--plan", "acme", "--from", "Acme", "--body", "Hi", "--recipients", str(f)
+    )
     assert out.returncode == 2
     assert "no 'to' column" in out.stderr
     assert _redis_is_empty(r)

@@ -35,9 +35,13 @@ def test_environment_wins(tmp_path: Path) -> None:
 
 
 def test_small_rate_gets_burst_one_and_batch_size_capped(tmp_path: Path) -> None:
-    s = load('[plans.p]\nbase_url = "http://x"\ntoken_env = "T"\nrate = 0.5\n', tmp_path, {"T": "t"})
+    s = load(
+        '[plans.p]\nbase_url = "http://x"\ntoken_env = "T"\nrate = 0.5\n', tmp_path, {"T": "t"}
+    )
     assert s.plan("p").burst == 1.0 and s.plan("p").batch_size == 1
-    s = load('[plans.p]\nbase_url = "http://x"\ntoken_env = "T"\nrate = 5000\n', tmp_path, {"T": "t"})
+    s = load(
+        '[plans.p]\nbase_url = "http://x"\ntoken_env = "T"\nrate = 5000\n', tmp_path, {"T": "t"}
+    )
     assert s.plan("p").batch_size == 1000
 
 
@@ -54,15 +58,23 @@ def test_small_rate_gets_burst_one_and_batch_size_capped(tmp_path: Path) -> None
         ('region = "us"\ntoken_env = "T"\nrate = 1\ntoken = "abc"', "plans.p.token: unknown key"),
     ],
 )  # fmt: skip
-def test_each_problem_is_one_line_naming_file_and_key(tmp_path: Path, body: str, expected: str) -> None:
+def test_each_problem_is_one_line_naming_file_and_key(
+    tmp_path: Path, body: str, expected: str
+) -> None:
     with pytest.raises(ConfigError) as err:
         load(f"[plans.p]\n{body}\n", tmp_path, {"T": "tok"})
-    assert any(expected in line and str(tmp_path / "d.toml") in line for line in err.value.problems), err.value.problems
+    assert any(
+        expected in line and str(tmp_path / "d.toml") in line for line in err.value.problems
+    ), err.value.problems
 
 
 def test_all_problems_reported_at_once(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
-        load('metrics_port = 0\n[plans.a]\nregion = "x"\ntoken_env = "T"\nrate = 1\n[plans.b]\nregion = "us"\ntoken_env = "T"\nrate = -1\n', tmp_path, {"T": "t"})
+        load(
+            'metrics_port = 0\n[plans.a]\nregion = "x"\ntoken_env = "T"\nrate = 1\n[plans.b]\nregion = "us"\ntoken_env = "T"\nrate = -1\n',
+            tmp_path,
+            {"T": "t"},
+        )
     assert len(err.value.problems) == 3
 
 
@@ -74,12 +86,18 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
 
 
 def test_tokens_optional_for_enqueue_side(tmp_path: Path) -> None:
-    s = load('[plans.p]\nregion = "us"\ntoken_env = "MISSING"\nrate = 1\n', tmp_path, require_tokens=False)
+    s = load(
+        '[plans.p]\nregion = "us"\ntoken_env = "MISSING"\nrate = 1\n',
+        tmp_path,
+        require_tokens=False,
+    )
     assert s.plan("p").token is None
 
 
 def test_token_never_printed(tmp_path: Path) -> None:
-    s = load('[plans.p]\nregion = "us"\ntoken_env = "T"\nrate = 1\n', tmp_path, {"T": "sup3rs3cret"})
+    s = load(
+        '[plans.p]\nregion = "us"\ntoken_env = "T"\nrate = 1\n', tmp_path, {"T": "sup3rs3cret"}
+    )
     assert "sup3rs3cret" not in repr(s) and "sup3rs3cret" not in str(s.plan("p"))
     assert Secret("x").reveal() == "x"
     with pytest.raises(ConfigError) as err:

@@ -35,7 +35,9 @@ def test_three_plans_two_workers_5000_recipients_exactly_once_in_order(
         enqueued[plan] = numbers
         half = n // 2
         ids[plan] = [
-            d.enqueue(Campaign(plan=plan, sender="Acme", body="Hello", recipients=["+" + x for x in part]))
+            d.enqueue(
+                Campaign(plan=plan, sender="Acme", body="Hello", recipients=["+" + x for x in part])
+            )
             for part in (numbers[:half], numbers[half:])
         ]
     assert sum(len(v) for v in enqueued.values()) == 5000
@@ -56,8 +58,10 @@ def test_three_plans_two_workers_5000_recipients_exactly_once_in_order(
             assert out.returncode == 0, out.stderr
             st = json.loads(out.stdout)
             assert st["state"] == "done"
-            assert st["sent"] == st["recipients"] == len(enqueued[plan]) // 2 + (
-                len(enqueued[plan]) % 2 if c == cs[1] else 0
+            assert (
+                st["sent"]
+                == st["recipients"]
+                == len(enqueued[plan]) // 2 + (len(enqueued[plan]) % 2 if c == cs[1] else 0)
             )
             assert st["dead_lettered"] == 0 and st["pending"] == 0
     # Retention: accepted batches leave Redis once committed.
