@@ -453,9 +453,9 @@ def simulator(
         latency_ms=latency_ms,
         illegal_numbers={n.lstrip("+") for n in illegal},
     )
-    shown = ", ".join(f"{s.plan_id} ({s.rate:g}/s, token ****)" for s in specs)
-    click.echo(f"simulator listening on http://{host}:{port}: {shown}", err=True)
-    Simulator(specs, host=host, port=port, faults=faults).serve_forever()
+    Simulator(specs, host=host, port=port, faults=faults).serve_forever(
+        on_ready=lambda s: click.echo(s.describe(), err=True)
+    )
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="dispatcher", standalone_mode=False)
     except click.exceptions.Abort:
-        _fail("aborted", 1)
+        _fail("interrupted", 130)
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "dispatcher"
         _fail(f"{exc.format_message()} (see '{where} --help')", 2)
