@@ -125,7 +125,19 @@ def _read_recipients(path: str) -> tuple[list[str], dict[str, dict[str, str]]]:
         raise CampaignError(f"cannot read recipients file {path}: {exc}") from None
 
 
-@cli.command()
+@cli.command(
+    short_help="Validate a campaign and queue it.",
+    epilog="""\b
+Examples:
+  dispatcher enqueue --plan acme --from Acme --body 'Server down' --to +46701234567
+  dispatcher enqueue --plan acme --from Acme --body 'Hi ${name}!' --recipients people.csv \\
+      --default name=there --json
+\b
+people.csv:
+  to,name
+  +46 70-123 45 67,Ann
+  0046701234568,Bob""",
+)
 @click.option("--plan", required=True, help="Service plan id (a [plans.ID] table in the config).")
 @click.option(
     "--from", "sender", required=True, help="Sender: MSISDN, short code or alphanumeric (<= 11)."
@@ -208,14 +220,22 @@ def enqueue(
 
 
 # ---------------------------------------------------------------------------- status
-@cli.command()
+@cli.command(short_help="Show a campaign's progress.")
 @click.argument("campaign_id")
+@click.option("--watch", is_flag=True, help="Show a live progress bar until the campaign is done.")
 @config_option
 @json_option
 @handle_errors
-def status(campaign_id: str, config: str | None, as_json: bool) -> None:
-    """Show a campaign's progress: queued, sending, paused, done or canceled."""
-    st = _dispatcher(config).status(campaign_id)
+def status(campaign_id: str, watch: bool, config: str | None, as_json: bool) -> None:
+    """Show a campaign's progress: queued, sending, paused, done or canceled.
+
+    pending = recipients - sent - dead_lettered; done means nothing is pending (dead letters
+    included: see `dispatcher dlq list`).
+    """
+    d = _dispatcher(config)
+    st = d.status(campaign_id)
+    if watch and not as_json:
+        st = _watch(d, campaign_id)
     if as_json:
         _print_json(st.to_json())
         return
@@ -225,8 +245,35 @@ def status(campaign_id: str, config: str | None, as_json: bool) -> None:
     )
 
 
+def _watch(d: Any, campaign_id: str) -> Any:
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    st = d.status(campaign_id)
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[state]}"), TimeElapsedColumn(),
+    )  # fmt: skip
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task(campaign_id, total=st.recipients, state=st.state)
+        while True:
+            progress.update(task, completed=st.sent + st.dead_lettered, state=st.state)
+            if st.state in ("done", "canceled"):
+                return st
+            time.sleep(0.5)
+            st = d.status(campaign_id)
+
+
 # ---------------------------------------------------------------------------- plans
-@cli.group(invoke_without_command=True)
+@cli.group(
+    invoke_without_command=True,
+    short_help="List plans: limits, effective rate, backlog, circuit.",
+    epilog="""\b
+A plan's circuit opens when the provider says the fault is the plan's (401, 403
+blocked_account, 404 ...): sending stops, the queue is kept, and a probe is sent
+after a backoff.  After fixing the cause:  dispatcher plans resume PLAN_ID""",
+)
 @config_option
 @json_option
 @click.pass_context
@@ -265,7 +312,16 @@ def resume(ctx: click.Context, plan_id: str) -> None:
 
 
 # ---------------------------------------------------------------------------- dlq
-@cli.group()
+@cli.group(
+    short_help="Inspect, replay and purge dead letters.",
+    epilog="""\b
+Examples:
+  dispatcher dlq list --plan acme --json
+  dispatcher dlq show d0m4x3k2a1b2c3d4e5
+  dispatcher dlq replay d0m4x3k2a1b2c3d4e5      # back at the tail of its lane, sent once
+  dispatcher dlq replay --plan acme
+  dispatcher dlq purge --plan acme --yes""",
+)
 def dlq() -> None:
     """Dead letters: batches the provider refused for good, kept with its code and text."""
 
@@ -356,7 +412,7 @@ def dlq_purge(
 
 
 # ---------------------------------------------------------------------------- preview
-@cli.command()
+@cli.command(short_help="Encoding, characters and parts of a body (offline).")
 @click.option("--body", required=True, help="Message text, with optional ${key} placeholders.")
 @click.option("--recipients", help="CSV with a 'to' column and parameter columns.")
 @click.option("--default", "defaults", multiple=True, metavar="KEY=VALUE")
@@ -405,7 +461,7 @@ def preview(body: str, recipients: str | None, defaults: tuple[str, ...], as_jso
 
 
 # ---------------------------------------------------------------------------- simulator
-@cli.command()
+@cli.command(short_help="Run a local Sinch-like SMS API.")
 @click.option("--port", default=8085, show_default=True, type=int)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option(
@@ -459,7 +515,7 @@ def simulator(
 
 
 # ---------------------------------------------------------------------------- metrics
-@cli.command()
+@cli.command(short_help="Serve deployment-wide Prometheus metrics.")
 @click.option("--port", type=int, help="Port to serve /metrics on [default: metrics_port, 9808].")
 @click.option("--host", default="0.0.0.0", show_default=True)
 @config_option
@@ -473,7 +529,7 @@ def metrics(port: int | None, host: str, config: str | None) -> None:
 
 
 # ---------------------------------------------------------------------------- demo
-@cli.command()
+@cli.command(short_help="Run the whole system locally: Redis, simulator, workers.")
 @click.option("--workers", default=2, show_default=True, help="Celery worker processes.")
 @click.option("--scale", default=1.0, show_default=True, help="Multiply the demo's campaign sizes.")
 @handle_errors
