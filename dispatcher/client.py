@@ -79,17 +79,22 @@ def parse_error_body(content: bytes) -> tuple[str, str]:
     """(code, text) from ``{"code","text"}`` or the Google-style ``{"error":{...}}``."""
     if not content:
         return "", ""
+    raw = content[:500].decode("utf-8", "replace")
     try:
         data: Any = json.loads(content)
     except (ValueError, UnicodeDecodeError):
-        return "", content[:200].decode("utf-8", "replace")
-    if not isinstance(data, dict):
-        return "", ""
-    err = data.get("error")
-    if isinstance(err, dict):
-        code = err.get("status") or err.get("code") or ""
-        return str(code), str(err.get("message", ""))
-    return str(data.get("code", "") or ""), str(data.get("text", "") or "")
+        return "", raw
+    code: Any = ""
+    text: Any = ""
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            code, text = err.get("status") or err.get("code") or "", err.get("message") or ""
+        else:
+            code, text = data.get("code") or "", data.get("text") or ""
+    # A body in neither shape is kept as it came (405 and unknown answers are dead-lettered
+    # "with the raw status and body").
+    return str(code), str(text) if (code or text) else raw
 
 
 class SinchClient:
