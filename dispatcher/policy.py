@@ -55,6 +55,8 @@ RULES: tuple[Rule, ...] = (
     Rule("403", "unknown_group", Action.CIRCUIT, "", "the plan refers to a deleted group"),
     Rule("403", "unknown_campaign", Action.DEAD, "permanent",
          "campaign id does not match the sender: this batch's fault"),
+    Rule("403", "PERMISSION_DENIED", Action.CIRCUIT, "",
+         "improper credentials (Google-style error body): every batch would fail"),
     Rule("403", "*", Action.DEAD, "permanent", "forbidden for this batch"),
     Rule("404", "*", Action.CIRCUIT, "", "the plan's URL does not exist (wrong id or region)"),
     Rule("415", "*", Action.DEAD, "permanent", "content type refused"),
