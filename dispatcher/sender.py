@@ -277,11 +277,9 @@ class Sender:
         action = rule.action
         _log_outcome(plan.id, campaign, head, n, resp, action, fails + 1)
         if action is Action.ACCEPT:
-            sibling = None
-            if then_suspect:
-                mark = json.loads(then_suspect)
-                sibling = (str(mark["id"]), json.dumps(mark["err"]))
-            return self._commit(plan, token, head, campaign, "accepted", resp, sibling=sibling)
+            return self._commit(
+                plan, token, head, campaign, "accepted", resp, sibling=_sibling(then_suspect)
+            )
         if action is Action.RATE_WAIT:
             age_s = self._age_s(plan.id, head)
             if age_s > self.backoff.max_rate_wait_age_s:
@@ -296,7 +294,8 @@ class Sender:
                     found = self._lookup(plan, head)
                     if found:
                         return self._commit(plan, token, head, campaign, "accepted", None,
-                                            count_response=False, status="201")  # fmt: skip
+                                            count_response=False, status="201",
+                                            sibling=_sibling(then_suspect))  # fmt: skip
                     if found is None:  # the lookup failed too: keep trying later
                         return self._hold(
                             plan, token, head, "retry", resp, self.backoff.retry_cap_s
@@ -342,7 +341,10 @@ class Sender:
     ) -> str | None:
         """An earlier attempt may have reached the provider: ask before sending again."""
         found = self._lookup(plan, head)
-        campaign = _s(self.r.hget(keys.batch(plan.id, head), "campaign") or b"")
+        campaign_b, fails_b, then_b = self.r.hmget(
+            keys.batch(plan.id, head), "campaign", "fails", "then_suspect"
+        )
+        campaign = _s(campaign_b or b"")
         if found:
             log.info(
                 "plan %s batch %s: found at the provider by client_reference; not resent",
@@ -350,11 +352,16 @@ class Sender:
                 head,
             )
             self.r.hincrby(keys.stats(plan.id), "lookups:found", 1)
+            # A probe of an isolation found this way still marks its sibling as the suspect.
             return self._commit(plan, token, head, campaign, "accepted", None,
-                                count_response=False, status="201")  # fmt: skip
+                                count_response=False, status="201",
+                                sibling=_sibling(_s(then_b or b"")))  # fmt: skip
         if found is None:
+            # Back off as for any failure, not a fixed short delay that would hammer a provider
+            # whose lookups fail; the in-flight mark stays, so nothing is resent unchecked.
             failed = ProviderResponse(None, error="lookup", text="lookup failed", ambiguous=True)
-            return self._hold(plan, token, head, "retry", failed, self.backoff.retry_delay_s(1))
+            delay = self.backoff.retry_delay_s(int(fails_b or 0) + 1)
+            return self._hold(plan, token, head, "retry", failed, delay)
         log.info("plan %s batch %s: not at the provider; sending again", plan.id, head)
         self.r.hincrby(keys.stats(plan.id), "lookups:missing", 1)
         return self._hold(plan, token, head, "notfound", None, 0)
@@ -447,6 +454,14 @@ class Sender:
         return self._split(plan, token, head, payload, [left, n - left], then_suspect=[mark, ""])
 
 
+def _sibling(then_suspect: str) -> tuple[str, str] | None:
+    """(sibling batch id, refusal JSON) from an isolation probe's ``then_suspect`` mark."""
+    if not then_suspect:
+        return None
+    mark = json.loads(then_suspect)
+    return str(mark["id"]), json.dumps(mark["err"])
+
+
 def _status(resp: ProviderResponse | None) -> str:
     return (
         str(resp.status)
@@ -469,7 +484,7 @@ def _log_outcome(
         log.log(
             level,
             "batch outcome plan=%s campaign=%s batch=%s recipients=%d status=%s code=%s "
-            "action=%s attempt=%d ms=%.0f",
+            "action=%s attempt=%d ms=%.0f provider_batch=%s",
             plan, campaign, batch, n, resp.status if resp.status is not None else resp.error,
-            resp.code or "-", action.value, attempt, resp.elapsed_s * 1000,
+            resp.code or "-", action.value, attempt, resp.elapsed_s * 1000, resp.batch_id or "-",
         )  # fmt: skip
