@@ -85,6 +85,11 @@ class Store:
         now_ms = self._now_ms()
         total = sum(b.recipients for b in batches)
         pipe = self.r.pipeline(transaction=True)
+        # WATCH (on a key nobody else writes) makes redis-py raise instead of running the whole
+        # transaction again when the connection drops after EXEC went out: a client with
+        # retries would otherwise queue every batch twice.
+        pipe.watch(keys.campaign(plan, campaign_id))  # type: ignore[no-untyped-call]
+        pipe.multi()
         fields: dict[str, str | int | float] = {**record, "plan": plan, "created_at": now_ms}
         fields.update(sent=0, dead_lettered=0)
         pipe.hset(keys.campaign(plan, campaign_id), mapping=fields)  # type: ignore[arg-type]
@@ -115,7 +120,19 @@ class Store:
         if not batches:
             pipe.hset(keys.campaign(plan, campaign_id), "finished_at", now_ms)
             pipe.expire(keys.campaign(plan, campaign_id), self.retention_s)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError, redis.WatchError) as exc:
+            # The reply was lost: the transaction ran entirely or not at all.  Ask which, so
+            # that a queued campaign is never reported as failed (and then enqueued again).
+            if self.r.hexists(keys.CAMPAIGNS, campaign_id):
+                return
+            if isinstance(exc, redis.WatchError):
+                raise redis.ConnectionError(
+                    f"lost the connection to Redis while writing campaign {campaign_id}; "
+                    "nothing was queued"
+                ) from None
+            raise
 
     def _now_ms(self) -> int:
         sec, usec = self.r.time()
