@@ -41,6 +41,10 @@ class Timing:
     slice_s: float = 2.0  # a drain gives its worker slot back after this long
     inline_wait_s: float = 0.25  # shorter waits are slept in the task ...
     lead_s: float = 0.1  # ... longer ones are scheduled this much early, then slept
+    # ... but a drain sleeps at most this long in all, then gives its worker slot back: a plan
+    # that only waits must not hold a slot other plans' drains queue for (while it queues,
+    # its bucket fills, so it loses nothing).
+    sleep_budget_s: float = 0.25
 
 
 class _Lost(Exception):
@@ -130,6 +134,7 @@ class Sender:
     def _loop(self, plan: PlanConfig, token: str, head: str | None) -> str:
         deadline = time.monotonic() + self.timing.slice_s
         ttl_ms = int(self.timing.lease_ttl_s * 1000)
+        slept = 0.0
         while True:
             if head is None:
                 self._release_if_empty(plan.id, token)
@@ -154,7 +159,12 @@ class Sender:
                 wait_s = int(r[1]) / 1000
                 if kind == "wait":
                     TOKEN_WAIT.labels(plan.id).observe(wait_s)
-                if wait_s <= self.timing.inline_wait_s and time.monotonic() + wait_s < deadline:
+                if (
+                    wait_s <= self.timing.inline_wait_s
+                    and time.monotonic() + wait_s < deadline
+                    and slept + wait_s <= self.timing.sleep_budget_s
+                ):
+                    slept += wait_s
                     time.sleep(wait_s)
                     continue
                 self._release_and_schedule(plan.id, token, max(0.0, wait_s - self.timing.lead_s))
