@@ -59,3 +59,29 @@ def test_thousand_plans_all_finish_beside_a_busy_and_a_failing_plan(
         assert got == expected[p], f"{p}: got {got}"
     # The busy plan kept sending meanwhile (it was not starved either).
     assert len(sim.accepted_recipients("hog")) == hog_status.sent > 0
+
+
+def test_a_drain_that_only_waits_gives_its_worker_slot_back(
+    deploy: Callable[..., Deployment], sim: Simulator, r: redis.Redis
+) -> None:
+    """A plan whose every batch waits a little for tokens must not sleep through its whole time
+    slice in a worker slot that other plans' drains are queued for: after a short sleep budget
+    the drain schedules itself and returns."""
+    from dispatcher.client import SinchClient
+    from dispatcher.sender import Sender
+
+    dep = deploy([("waity", 20, {"batch_size": 5})])  # burst 20: 4 batches, then 250 ms each
+    d = Dispatcher(dep.settings, r)
+    d.enqueue(
+        Campaign(
+            plan="waity", sender="Acme", body="Hi", recipients=["+" + x for x in mobiles(100, 3)]
+        )
+    )
+    http = SinchClient(timeout_s=5)
+    try:
+        outcome = Sender(dep.settings, r, http).drain("waity")
+    finally:
+        http.close()
+    assert outcome == "wait"
+    assert len(sim.arrivals("waity")) <= 6  # the burst, and at most one budget of sleeping
+    assert r.zscore("dsp:due", "waity") is not None  # it comes back when its tokens are there
