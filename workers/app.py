@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
+# prometheus-client picks per-process files (multiprocess mode) or plain memory when it is
+# first imported, which happens below (dispatcher.runtime -> sender -> metrics): so this comes
+# first.  Without an operator's directory each worker host gets a private one.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ.get(
+    "PROMETHEUS_MULTIPROC_DIR"
+) or tempfile.mkdtemp(prefix="dispatcher-metrics-")
+
 import logging
 import sys
 from typing import Any
 
 from celery import Celery, signals
 
+from dispatcher import procmetrics
 from dispatcher.config import ConfigError, Settings
 from dispatcher.runtime import Runtime
 from dispatcher.scheduler import Ticker
@@ -56,3 +67,24 @@ def _start_ticker(**_: Any) -> None:
 def _stop_ticker(**_: Any) -> None:
     if _ticker is not None:
         _ticker.stop()
+
+
+# Latency histograms: one server per worker host, in the parent (see dispatcher/procmetrics.py).
+@signals.worker_init.connect
+def _claim_metrics_dir(**_: Any) -> None:
+    procmetrics.claim_dir()
+
+
+@signals.worker_ready.connect
+def _serve_worker_metrics(**_: Any) -> None:
+    procmetrics.start_server()
+
+
+@signals.worker_process_shutdown.connect
+def _forget_child(pid: int | None = None, **_: Any) -> None:
+    procmetrics.child_exited(pid)
+
+
+@signals.worker_shutdown.connect
+def _stop_worker_metrics(**_: Any) -> None:
+    procmetrics.stop_server()

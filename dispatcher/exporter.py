@@ -1,0 +1,340 @@
+"""``dispatcher metrics``: the deployment-wide Prometheus endpoint, read from Redis per scrape.
+
+The outcome counters are incremented by the same Lua scripts that commit each outcome
+(commit.lua, hold.lua), so they are exact across every worker process and host and survive
+restarts of all of them; this exporter holds no state and only translates the per-plan stats
+and state hashes into metric families at scrape time.  Any number of exporters may run, on any
+host, and all serve the same numbers.
+
+Labels are bounded by construction: the plan id (validated by the config), the outcome, the
+provider's HTTP status or a transport error word, and the provider's error code (capped in
+length and character set, since it comes from a remote body).  Nothing per recipient, per
+campaign or per batch, and never a token.
+
+When Redis cannot be read, the scrape still succeeds with ``dispatcher_redis_up 0`` and the
+configured limits only: a 500 would make Prometheus drop every series at once, and serving
+zeros for the counters would read as a counter reset.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import FrameType
+from urllib.parse import urlsplit
+
+import redis
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from dispatcher.config import Settings
+from dispatcher.store import Store
+
+log = logging.getLogger("dispatcher.exporter")
+
+PREFIX = "dispatcher_"
+
+# Provider codes come from a remote body; a misbehaving provider must not be able to mint
+# unbounded label values (a code is normally a short snake_case word).
+_CODE_OK = re.compile(r"[^A-Za-z0-9_.\-]")
+_CODE_MAX = 64
+
+# Plain per-plan counters in the stats hash: field -> (metric name, help).
+_COUNTERS: Mapping[str, tuple[str, str]] = {
+    "sent": (
+        "recipients_sent",
+        "Recipients in batches the provider accepted (201), or found by a lookup after an "
+        "ambiguous failure.",
+    ),
+    "enqueued": ("recipients_enqueued", "Valid recipients put into the plan's lane."),
+    "retries": (
+        "retries",
+        "Attempts that failed with a retryable error (5xx, no answer) and will be resent.",
+    ),
+    "rate_waits": (
+        "rate_waits",
+        "Answers 429: the whole plan backed off and lowered its effective rate.",
+    ),
+    "circuit_opened": (
+        "circuit_opened",
+        "Times the plan's circuit opened (401, blocked account, wrong URL ...).",
+    ),
+    "replayed": (
+        "dead_letter_replayed_recipients",
+        "Recipients put back into the lane from the DLQ by `dispatcher dlq replay`.",
+    ),
+    "purged": (
+        "dead_letter_purged_recipients",
+        "Recipients removed from the DLQ by `dispatcher dlq purge`.",
+    ),
+}
+
+
+def _int(value: str | None) -> int:
+    """A stats field as a number; a hand-edited or half-written field reads as 0."""
+    if not value:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return int(float(value))
+        except ValueError:
+            return 0
+
+
+def _float(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _code(code: str) -> str:
+    return _CODE_OK.sub("_", code)[:_CODE_MAX]
+
+
+def _status(status: str) -> str:
+    """HTTP status or transport error word; "none" when the script recorded no answer."""
+    return _code(status) or "none"
+
+
+def safe_url(url: str) -> str:
+    """A Redis URL without its password, for log lines."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class DeploymentCollector(Collector):
+    """Reads every plan's stats and state from Redis at each scrape (a few round trips)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis | None = None,
+        *,
+        store_factory: Callable[[redis.Redis], Store] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client or redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=3,
+            health_check_interval=30,
+        )
+        self.store = (store_factory or Store)(self.client)
+        self._last_error: str | None = None
+        self._lock = threading.Lock()
+
+    def describe(self) -> Iterable[Metric]:
+        # Metric names depend on what Redis holds; returning nothing tells the registry not to
+        # call collect() at registration time (which would touch Redis before serving).
+        return []
+
+    def snapshot(self) -> dict[str, dict[str, str]] | None:
+        """Every plan's fields, or None when Redis cannot be read (logged once per outage)."""
+        try:
+            plans = sorted(set(self.store.known_plans()) | set(self.settings.plans))
+            snap = self.store.plan_snapshot(plans)
+        except redis.RedisError as exc:
+            what = exc.__class__.__name__
+            with self._lock:
+                if self._last_error != what:
+                    log.warning(
+                        "cannot read Redis at %s (%s); serving dispatcher_redis_up 0",
+                        safe_url(self.settings.redis_url),
+                        what,
+                    )
+                self._last_error = what
+            return None
+        with self._lock:
+            if self._last_error is not None:
+                log.info("Redis at %s readable again", safe_url(self.settings.redis_url))
+            self._last_error = None
+        return snap
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot()
+        up = GaugeMetricFamily(
+            PREFIX + "redis_up",
+            "1 when this exporter could read Redis for this scrape, else 0 (and the Redis-derived "
+            "series are absent from this scrape).",
+        )
+        up.add_metric([], 1.0 if snap is not None else 0.0)
+        yield up
+        yield from self._limits()
+        if snap is not None:
+            yield from self._families(snap)
+
+    def _limits(self) -> Iterator[Metric]:
+        rate = GaugeMetricFamily(
+            PREFIX + "rate_limit_per_second",
+            "Configured rate of the plan, in recipients per second, for the whole deployment.",
+            labels=["plan"],
+        )
+        burst = GaugeMetricFamily(
+            PREFIX + "rate_limit_burst",
+            "Configured burst of the plan (token bucket size), in recipients.",
+            labels=["plan"],
+        )
+        for plan_id, cfg in sorted(self.settings.plans.items()):
+            rate.add_metric([plan_id], cfg.rate)
+            burst.add_metric([plan_id], cfg.burst)
+        yield rate
+        yield burst
+
+    def _families(self, snap: Mapping[str, Mapping[str, str]]) -> Iterator[Metric]:
+        counters = {
+            field: CounterMetricFamily(PREFIX + name, doc, labels=["plan"])
+            for field, (name, doc) in _COUNTERS.items()
+        }
+        batches = CounterMetricFamily(
+            PREFIX + "batches",
+            "Batches that left the lane, by outcome: accepted by the provider or dead-lettered.",
+            labels=["plan", "outcome"],
+        )
+        responses = CounterMetricFamily(
+            PREFIX + "provider_responses",
+            "Answers to POST /batches, by HTTP status (or transport error: timeout, dropped, "
+            "connect) and provider code.",
+            labels=["plan", "status", "code"],
+        )
+        dead = CounterMetricFamily(
+            PREFIX + "dead_lettered_recipients",
+            "Recipients put into the dead-letter queue, by the provider's code.",
+            labels=["plan", "code"],
+        )
+        lookups = CounterMetricFamily(
+            PREFIX + "lookups",
+            "Lookups by client_reference after an ambiguous failure: found at the provider "
+            "(not resent) or missing (sent again).",
+            labels=["plan", "result"],
+        )
+        queue = GaugeMetricFamily(
+            PREFIX + "queue_recipients",
+            "Recipients waiting in the plan's lane (including the batch in flight).",
+            labels=["plan"],
+        )
+        age = GaugeMetricFamily(
+            PREFIX + "queue_oldest_age_seconds",
+            "Age of the batch at the head of the lane (0 when the lane is empty), by Redis time.",
+            labels=["plan"],
+        )
+        dlq = GaugeMetricFamily(
+            PREFIX + "dead_letter_recipients",
+            "Recipients currently in the dead-letter queue (not yet replayed or purged).",
+            labels=["plan"],
+        )
+        eff = GaugeMetricFamily(
+            PREFIX + "effective_rate_per_second",
+            "Rate the plan's token bucket refills at now: the configured rate, or less while it "
+            "recovers from 429s.  Not zeroed by an open circuit: see dispatcher_circuit_open.",
+            labels=["plan"],
+        )
+        circuit = GaugeMetricFamily(
+            PREFIX + "circuit_open",
+            "1 while the plan's circuit is open (sending stopped, queue kept, probing), else 0.",
+            labels=["plan"],
+        )
+        for plan_id, fields in sorted(snap.items()):
+            for field, family in counters.items():
+                family.add_metric([plan_id], _int(fields.get(field)))
+            batches.add_metric([plan_id, "accepted"], _int(fields.get("batches:accepted")))
+            batches.add_metric(
+                [plan_id, "dead_lettered"], _int(fields.get("batches:dead_lettered"))
+            )
+            lookups.add_metric([plan_id, "found"], _int(fields.get("lookups:found")))
+            lookups.add_metric([plan_id, "missing"], _int(fields.get("lookups:missing")))
+            by_response: dict[tuple[str, str], int] = {}
+            by_code: dict[str, int] = {}
+            for key, value in fields.items():
+                if key.startswith("resp:"):
+                    status, _, code = key[5:].partition(":")
+                    k = (_status(status), _code(code))
+                    by_response[k] = by_response.get(k, 0) + _int(value)
+                elif key.startswith("dlq:"):
+                    c = _code(key[4:])
+                    by_code[c] = by_code.get(c, 0) + _int(value)
+            for (status, code), n in sorted(by_response.items()):
+                responses.add_metric([plan_id, status, code], n)
+            for code, n in sorted(by_code.items()):
+                dead.add_metric([plan_id, code], n)
+
+            pending = _int(fields.get("pending"))
+            queue.add_metric([plan_id], max(0, pending))
+            head_ms = _float(fields.get("head_age_ms"))
+            if head_ms is not None:
+                age.add_metric([plan_id], head_ms / 1000)
+            elif pending <= 0:
+                age.add_metric([plan_id], 0.0)
+            # else: a head whose enqueue time is unknown; no sample beats a wrong one.
+            dlq.add_metric([plan_id], max(0, _int(fields.get("dlq_pending"))))
+
+            cfg = self.settings.plans.get(plan_id)
+            lowered = _float(fields.get("state.eff_rate"))
+            if cfg is not None:
+                eff.add_metric([plan_id], min(lowered, cfg.rate) if lowered else cfg.rate)
+            elif lowered is not None:
+                eff.add_metric([plan_id], lowered)
+            circuit.add_metric([plan_id], 1.0 if fields.get("state.circuit") == "open" else 0.0)
+
+        yield from counters.values()
+        yield batches
+        yield responses
+        yield dead
+        yield lookups
+        yield queue
+        yield age
+        yield dlq
+        yield eff
+        yield circuit
+
+
+def registry_for(settings: Settings, client: redis.Redis | None = None) -> CollectorRegistry:
+    """A registry with only the deployment collector: no process or platform metrics of the
+    exporter itself, so that every exporter of a deployment serves the same series."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DeploymentCollector(settings, client))
+    return registry
+
+
+def serve(settings: Settings, *, host: str, port: int) -> None:
+    """Serve ``/metrics`` in the foreground until Ctrl-C or SIGTERM."""
+    registry = registry_for(settings)
+    try:
+        httpd, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise SystemExit(
+            f"dispatcher: cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    stop = threading.Event()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    print(
+        f"dispatcher metrics: serving http://{host}:{httpd.server_port}/metrics "
+        f"(Redis {safe_url(settings.redis_url)}, {len(settings.plans)} configured plans)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        while not stop.is_set() and thread.is_alive():
+            stop.wait(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        httpd.shutdown()
+        httpd.server_close()
