@@ -213,12 +213,13 @@ def _syntax_reason(digits: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Rejection:
-    """Why phonenumbers would call the digits invalid, rendered lazily (invalid is the rare
-    path and the precise length reason costs a full library parse)."""
+    """Why phonenumbers would call the digits invalid, rendered only when asked."""
 
     kind: str
     region: str | None = None
     country_code: int = 0
+    nsn: str = ""
+    main: PhoneMetadata | None = None
 
     def reason(self, digits: str) -> str:
         if self.kind != "pattern":
@@ -228,20 +229,21 @@ class _Rejection:
             if self.region and self.region != "001"
             else f"country code +{self.country_code}"
         )
-        detail = ""
-        try:
-            possible = phonenumbers.is_possible_number_with_reason(phonenumbers.parse("+" + digits))
-        except phonenumbers.NumberParseException:  # pragma: no cover - _verdict parsed it
-            possible = ValidationResult.IS_POSSIBLE
-        if possible == ValidationResult.TOO_SHORT:
-            detail = " (too short)"
-        elif possible == ValidationResult.TOO_LONG:
-            detail = " (too long)"
-        elif possible == ValidationResult.INVALID_LENGTH:
-            detail = " (wrong length)"
+        # As is_possible_number_with_reason: the NSN's length against the main region's.
+        possible = (
+            _test_number_length(self.nsn, self.main)
+            if self.main is not None
+            else ValidationResult.IS_POSSIBLE
+        )
+        detail = _LENGTH_DETAIL.get(possible, "")
         return f"invalid for {where}{detail}"
 
 
+_LENGTH_DETAIL: Final = {
+    ValidationResult.TOO_SHORT: " (too short)",
+    ValidationResult.TOO_LONG: " (too long)",
+    ValidationResult.INVALID_LENGTH: " (wrong length)",
+}
 _TOO_SHORT: Final = _Rejection("too short")
 _TOO_LONG: Final = _Rejection("too long")
 _UNKNOWN_CC: Final = _Rejection("unknown country code")
@@ -270,6 +272,12 @@ class _Country:
     calling_code: int
     main: PhoneMetadata
     national_prefix: re.Pattern[str] | None
+    # For _strip_national_prefix: the main region's general pattern and possible lengths;
+    # plain_strip unless a national-prefix transform rule (7 regions) needs the library.
+    general: re.Pattern[str] | None
+    lengths: tuple[int, ...]
+    local_lengths: tuple[int, ...]
+    plain_strip: bool
     regions: tuple[_Region, ...]
 
 
@@ -321,7 +329,19 @@ def _load_country(calling_code: int) -> _Country:
         )
     prefix = main.national_prefix_for_parsing
     national_prefix = re.compile(prefix, re.ASCII) if prefix else None
-    return _Country(calling_code, main, national_prefix, tuple(regions))
+    general = main.general_desc
+    pattern = general.national_number_pattern if general is not None else None
+    return _Country(
+        calling_code=calling_code,
+        main=main,
+        national_prefix=national_prefix,
+        general=re.compile(pattern, re.ASCII) if pattern else None,
+        lengths=tuple(general.possible_length) if general is not None else (),
+        local_lengths=tuple(general.possible_length_local_only) if general is not None else (),
+        plain_strip=bool(general and general.possible_length)
+        and not main.national_prefix_transform_rule,
+        regions=tuple(regions),
+    )
 
 
 _COUNTRIES: dict[str, _Country] = {}
@@ -354,19 +374,50 @@ def _verdict(digits: str) -> str | _Rejection:
     if len(nsn) < _MIN_NSN:
         return _TOO_SHORT
     if country.national_prefix is not None and country.national_prefix.match(nsn):
-        _, stripped, _ = _maybe_strip_national_prefix_carrier_code(nsn, country.main)
-        if _test_number_length(stripped, country.main) not in _STRIP_KEEPS:
-            nsn = stripped
-            if len(nsn) < _MIN_NSN:  # pragma: no cover - unreachable in the library too
-                return _TOO_SHORT
+        nsn = _strip_national_prefix(country, nsn)
+        if len(nsn) < _MIN_NSN:  # pragma: no cover - unreachable in the library too
+            return _TOO_SHORT
     if len(nsn) > _MAX_NSN:
         return _TOO_LONG
+    canonical = digits[:cc_len] + nsn
+    if canonical != digits and _fast_valid(canonical):
+        # After a stripped prefix: the fast test's region choice and patterns are exactly
+        # what follows here (its prefix guard only makes it decline more often).
+        return canonical
     region = _locate(country, nsn)
     if region is None:
-        return _Rejection("pattern", None, country.calling_code)
+        return _Rejection("pattern", None, country.calling_code, nsn, country.main)
     if not region.valid(nsn):
-        return _Rejection("pattern", region.code, country.calling_code)
-    return digits[:cc_len] + nsn
+        return _Rejection("pattern", region.code, country.calling_code, nsn, country.main)
+    return canonical
+
+
+def _strip_national_prefix(country: _Country, nsn: str) -> str:
+    """What ``parse`` keeps of an NSN that starts with the national prefix ("+44 07...").
+
+    The library's _maybe_strip_national_prefix_carrier_code followed by its length test,
+    restated for the common case of no transform rule (a plain cut after the prefix match):
+    the cut is refused when the original matches the general pattern and the rest does not,
+    and undone when the rest is too short, a local-only or an impossible length.
+    """
+    if not country.plain_strip:
+        _, stripped, _ = _maybe_strip_national_prefix_carrier_code(nsn, country.main)
+        return nsn if _test_number_length(stripped, country.main) in _STRIP_KEEPS else stripped
+    assert country.national_prefix is not None
+    match = country.national_prefix.match(nsn)
+    if match is None:  # pragma: no cover - the caller has matched it
+        return nsn
+    stripped = nsn[match.end() :]
+    general = country.general
+    if general is not None and general.fullmatch(nsn) and not general.fullmatch(stripped):
+        return nsn
+    length = len(stripped)
+    lengths = country.lengths
+    if length in country.local_lengths:
+        return nsn  # IS_POSSIBLE_LOCAL_ONLY
+    if length == lengths[0] or length > lengths[-1] or length in lengths:
+        return stripped  # IS_POSSIBLE or TOO_LONG
+    return nsn  # TOO_SHORT or INVALID_LENGTH
 
 
 def _locate(country: _Country, nsn: str) -> _Region | None:
