@@ -402,7 +402,10 @@ def dlq_purge(
     _one_of(entry_id, plan)
     d = _dispatcher(config)
     what = f"dead letter {entry_id}" if entry_id else f"all dead letters of plan {plan}"
-    if not yes and not click.confirm(f"Delete {what}? This cannot be undone", default=False):
+    # The question goes to stderr, so that stdout stays the --json answer alone.
+    if not yes and not click.confirm(
+        f"Delete {what}? This cannot be undone", default=False, err=True
+    ):
         _fail("purge canceled", 1)
     entries, recipients = d.purge(entry_id, plan=plan)
     if as_json:
