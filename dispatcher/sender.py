@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -72,6 +72,9 @@ class Sender:
         self.backoff = backoff or Backoff()
         self.timing = timing or Timing()
         self.retention_s = int(settings.retention_days * 86400)
+        # Asked once a drain has slept its budget: are other drains queued for a worker slot?
+        # The worker sets it (it knows the broker); without it a drain always gives way.
+        self.others_waiting: Callable[[], bool] = lambda: True
 
     # ------------------------------------------------------------ schedule
     def _schedule(self, plan: str, delay_s: float, mode: str = "set") -> None:
@@ -162,7 +165,7 @@ class Sender:
                 if (
                     wait_s <= self.timing.inline_wait_s
                     and time.monotonic() + wait_s < deadline
-                    and slept + wait_s <= self.timing.sleep_budget_s
+                    and (slept + wait_s <= self.timing.sleep_budget_s or not self.others_waiting())
                 ):
                     slept += wait_s
                     time.sleep(wait_s)
@@ -189,8 +192,11 @@ class Sender:
             else:
                 raise RuntimeError(f"take.lua answered {kind!r}")
             if time.monotonic() > deadline and head is not None:
-                self._release_and_schedule(plan.id, token, 0)
-                return "slice"
+                if self.others_waiting():
+                    self._release_and_schedule(plan.id, token, 0)
+                    return "slice"
+                # Nobody is queued for the slot: a new slice, without a hand-over gap.
+                deadline, slept = time.monotonic() + self.timing.slice_s, 0.0
 
     # ------------------------------------------------------------ outcomes
     def _commit(
