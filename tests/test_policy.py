@@ -569,6 +569,52 @@ def test_policy_row(
             assert f"provider_batch={a.batch_id}" in text
 
 
+def test_isolation_probe_found_by_lookup_still_marks_its_sibling(h: Harness) -> None:
+    """An isolation probe whose answer is lost (connection dropped after the provider created
+    it) is found by client_reference, and its sibling is then known to hold the refusal, as
+    if the probe's 201 had arrived: no request is spent on the whole sibling."""
+    numbers = mobiles(4, 15)
+    h.sim.faults.illegal_numbers = {numbers[3]}
+    cid = h.enqueue(numbers)
+    # The refusal splits the batch into [0:2] and [2:4] in the same step.
+    h.run_until(lambda: len(h.sim.arrivals(PLAN)) == 1, "the refused batch")
+    h.sim.faults.drop_rate = 1.0
+    h.run_until(lambda: len(h.sim.arrivals(PLAN)) == 2, "the dropped probe")
+    h.sim.faults.drop_rate = 0.0
+    h.drain_all()
+    h.check_ledger()
+    # the batch, the dropped probe [0:2], then [2:3] (the suspect [2:4] split without a
+    # request); [3:4] is dead-lettered without a request of its own.
+    assert [a.to for a in h.sim.arrivals(PLAN)] == [
+        tuple(numbers),
+        tuple(numbers[0:2]),
+        (numbers[2],),
+    ]
+    assert h.dead_recipients() == [numbers[3]]
+    assert h.stats()["lookups:found"] == "1"
+    assert h.d.status(cid).state == "done"
+
+
+def test_failing_lookups_never_resend_unchecked(h: Harness) -> None:
+    """After an ambiguous failure nothing is resent until a lookup answers, however long the
+    provider's list endpoint fails (here: it refuses the token); then it is found, not resent."""
+    numbers = mobiles(10, 16)
+    cid = h.enqueue(numbers)
+    h.sim.faults.drop_rate = 1.0
+    h.run_until(lambda: len(h.sim.arrivals(PLAN)) == 1, "the dropped request")
+    h.sim.faults.drop_rate = 0.0
+    token = h.dep.env["POL_TOKEN"]
+    h.sim.set_token(PLAN, "rotated-while-unknown")
+    fails = lambda: int(h.r.hget(keys.batch(PLAN, f"{cid}.0"), "fails") or 0)  # noqa: E731
+    h.run_until(lambda: fails() >= 4, "four failed lookups")
+    assert len(h.sim.arrivals(PLAN)) == 1  # never resent while its fate is unknown
+    assert h.sim.stats()[PLAN]["lookups"] == 0  # refused before the lookup itself (401)
+    h.sim.set_token(PLAN, token)
+    h.drain_all()
+    h.check_ledger()
+    assert h.refs() == [f"{cid}.0"] and h.stats()["lookups:found"] == "1" and not h.dead()
+
+
 def test_isolation_bound_holds_for_random_poison(h: Harness) -> None:
     """Property: the k refused recipients, and only they, are dead-lettered within the bound."""
     rng = random.Random(20260301)
