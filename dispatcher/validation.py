@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
 from dispatcher.encoding import MAX_BODY_CHARS, analyze, body_length
-from dispatcher.numbers import InvalidNumber, check, check_many
+from dispatcher.numbers import Checked, InvalidNumber, check, check_many, check_unique
 from dispatcher.template import Template
 
 __all__ = [
@@ -105,20 +105,11 @@ def prepare(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        results = check_many(recipients)
+        checked = check_unique(recipients)
         if not keys:
-            return _plain(template.body, recipients, results, strict)
+            return _plain(template.body, recipients, checked, strict)
         assert parameters is not None  # _require_parameters
-        columns = [_Column(key, parameters[key]) for key in keys]
-        outcome = _parameterized(template, recipients, results, columns)
-        if outcome is None:
-            # Someone lacked a value under their own spelling while some key matched nobody:
-            # that key may be another spelling of their number.  Normalize every key, redo.
-            for column in columns:
-                column.normalize()
-            outcome = _parameterized(template, recipients, results, columns)
-            assert outcome is not None
-        return _finish(outcome, strict)
+        return _finish(_parameterized(template, recipients, checked, parameters), strict)
     finally:
         if collecting:
             gc.enable()
@@ -152,86 +143,17 @@ class _Outcome:
     least: int
 
 
-def _plain(
-    body: str, recipients: Sequence[str], results: list[str | InvalidNumber], strict: bool
-) -> Prepared:
+def _plain(body: str, recipients: Sequence[str], checked: Checked, strict: bool) -> Prepared:
     """No placeholders: one analysis serves every recipient."""
-    invalid: list[Invalid] = []
-    unique: dict[str, None] = {}
-    duplicates = 0
-    for index, result in enumerate(results):
-        if isinstance(result, str):
-            if result in unique:
-                duplicates += 1
-            else:
-                unique[result] = None
-        else:
-            invalid.append(_invalid(recipients[index], result))
+    invalid = [_invalid(recipients[i], exc) for i, exc in checked.invalid.items()]
     info = analyze(body)
-    valid = list(unique)
+    valid = list(checked.first)
     parts = info.parts if valid else 0
+    duplicates = len(checked.duplicates)
     outcome = _Outcome(
         valid, invalid, duplicates, None, info.encoding, parts, parts * len(valid), parts
     )
     return _finish(outcome, strict)
-
-
-class _Column:
-    """One placeholder's values, looked up per recipient without normalizing every key.
-
-    A recipient's value is the one under its own spelling, else under its canonical number,
-    else (only after :meth:`normalize`) under any other spelling, first key first; else the
-    default.  Normalizing a million keys costs as much as checking a million recipients, and
-    the keys are almost always written like the recipients (a CSV's ``to`` column), so the
-    first pass accounts for the keys instead: used under a recipient's own spelling (counted),
-    under a canonical number, or spelled like an invalid recipient (no one's number) or like a
-    dropped duplicate (whose number it is known to be).  Only when a recipient fell through to
-    the default while some key is unaccounted for, or a duplicate's spelling belongs to such a
-    recipient, is the pass redone with every key normalized.
-    """
-
-    __slots__ = (
-        "accounted",
-        "by_norm",
-        "default",
-        "fell",
-        "key",
-        "normalized",
-        "out",
-        "size",
-        "spelled",
-        "values",
-    )
-
-    def __init__(self, key: str, values: Mapping[str, str]) -> None:
-        self.key = key
-        self.values = values
-        self.default = values.get(DEFAULT_KEY)
-        self.size = len(values) - (DEFAULT_KEY in values)
-        self.by_norm: dict[str, str] = {}
-        self.normalized = False
-        self.accounted: set[str] = set()  # keys known not to belong to a number that fell
-        self.spelled: set[str] = set()  # numbers with a key spelled like their duplicate
-        self.fell: set[str] = set()  # numbers that found no key of their own
-        self.out: dict[str, str] = {}
-
-    def normalize(self) -> None:
-        keys = [k for k in self.values if k != DEFAULT_KEY]
-        for raw, result in zip(keys, check_many(keys), strict=True):
-            if isinstance(result, str) and result not in self.by_norm:
-                self.by_norm[result] = self.values[raw]
-        self.normalized = True
-
-    def reset(self) -> None:
-        self.accounted = set()
-        self.spelled = set()
-        self.fell = set()
-        self.out = {}
-
-    def needs_normalized_keys(self, hits: int) -> bool:
-        if self.normalized or not self.fell:
-            return False
-        return hits + len(self.accounted) != self.size or not self.fell.isdisjoint(self.spelled)
 
 
 class _Rendered:
@@ -249,128 +171,149 @@ class _Rendered:
 def _parameterized(
     template: Template,
     recipients: Sequence[str],
-    results: list[str | InvalidNumber],
-    columns: list[_Column],
-) -> _Outcome | None:
-    """One pass over the recipients; None when the pass must be redone with normalized keys."""
-    for column in columns:
-        column.reset()
-    single = columns[0] if len(columns) == 1 else None
-    first: dict[str, int] = {}  # canonical MSISDN -> index of its first occurrence
+    checked: Checked,
+    parameters: Mapping[str, Mapping[str, str]],
+) -> _Outcome:
+    """Deduplicate, find each recipient's values, render once per distinct set of values.
+
+    A recipient's value for a key is the one under its own spelling, else under its canonical
+    number, else under any other spelling of its number (the first such key), else the
+    default.  Normalizing a million keys would cost as much as checking a million recipients,
+    and the keys are almost always spelled like the recipients (a CSV's ``to`` column), so
+    only keys that are neither a first occurrence's spelling nor a canonical number are
+    normalized: a duplicate's spelling (its number is known already) and keys matching no
+    recipient at all (checked).
+    """
+    keys = template.keys
+    first = checked.first
+    invalid_at = {i: _invalid(recipients[i], exc) for i, exc in checked.invalid.items()}
+    duplicates = len(checked.duplicates)
+    spelled: dict[str, str] = {}  # a duplicate's different spelling -> its canonical number
+    for index, msisdn in checked.duplicates:
+        raw = recipients[index]
+        if raw != recipients[first[msisdn]]:
+            spelled.setdefault(raw, msisdn)
+
+    first_raws = {recipients[i] for i in first.values()}
+    tables = [parameters[key] for key in keys]
+    others = [_other_spellings(t, first, first_raws, spelled) for t in tables]
+    defaults = [t.get(DEFAULT_KEY) for t in tables]
+    outs: list[dict[str, str]] = [{} for _ in keys]
+
     valid: list[str] = []
-    invalid: list[Invalid] = []
-    duplicates = 0
-    hits = [0] * len(columns)  # keys used under the recipient's own spelling
     # Rendering and analysis depend only on the values, and values repeat (first names,
     # defaults), so each distinct set of values is rendered once.
     cache: dict[object, _Rendered] = {}
-    for index, result in enumerate(results):
+    single = len(keys) == 1
+    table0, other0, default0, out0 = tables[0], others[0], defaults[0], outs[0]
+    for msisdn, index in first.items():
         raw = recipients[index]
-        if not isinstance(result, str):
-            invalid.append(_invalid(raw, result))
-            if isinstance(raw, str):  # its key, if any, cannot be anyone else's number
-                for column in columns:
-                    if raw in column.values:
-                        column.accounted.add(raw)
-            continue
-        if result in first:
-            duplicates += 1
-            if raw != recipients[first[result]]:
-                # A differently spelled duplicate's key may be the only value its number has.
-                for column in columns:
-                    if raw in column.values:
-                        column.accounted.add(raw)
-                        column.spelled.add(result)
-            continue
-        first[result] = index
-        if single is not None:
-            # The common case, spelled out: at a million recipients each call and loop counts.
-            explicit = True
-            value = single.values.get(raw)
-            if value is not None:
-                hits[0] += 1
-            else:
-                value = single.values.get(result)
-                if value is not None:
-                    single.accounted.add(result)
-                else:
-                    value = single.by_norm.get(result)
-                    if value is None:
-                        single.fell.add(result)
-                        explicit = False
-                        value = single.default
-                        if value is None:
-                            invalid.append(_no_value(raw, single.key))
-                            continue
+        if single:
+            # The common case spelled out: at a million recipients each call counts.
+            value = table0.get(raw)
+            if value is None:
+                value = table0.get(msisdn)
+                if value is None:
+                    value = other0.get(msisdn)
+            explicit = value is not None
+            if value is None:
+                value = default0
+                if value is None:
+                    invalid_at[index] = _no_value(raw, keys[0])
+                    continue
             signature: object = value
             rendered = cache.get(signature)
             if rendered is None:
                 rendered = cache[signature] = _render(template, (value,))
             if rendered.problem is not None:
-                invalid.append(Invalid(raw, rendered.problem))
+                invalid_at[index] = Invalid(raw, rendered.problem)
                 continue
             if explicit:
-                single.out[result] = value
+                out0[msisdn] = value
         else:
-            values: list[str] = []
-            explicit_in: list[bool] = []
-            for i, column in enumerate(columns):
-                value = column.values.get(raw)
-                found = value is not None
-                if value is not None:
-                    hits[i] += 1
-                else:
-                    value = column.values.get(result)
-                    found = value is not None
-                    if value is not None:
-                        column.accounted.add(result)
-                    else:
-                        value = column.by_norm.get(result)
-                        found = value is not None
-                        if value is None:
-                            column.fell.add(result)
-                            value = column.default
-                if value is None:
-                    invalid.append(_no_value(raw, column.key))
-                    break
-                values.append(value)
-                explicit_in.append(found)
-            if len(values) < len(columns):
+            resolved = _resolve(raw, msisdn, keys, tables, others, defaults)
+            if isinstance(resolved, Invalid):
+                invalid_at[index] = resolved
                 continue
-            signature = tuple(values)
-            rendered = cache.get(signature)
+            values, found = resolved
+            rendered = cache.get(values)
             if rendered is None:
-                rendered = cache[signature] = _render(template, tuple(values))
+                rendered = cache[values] = _render(template, values)
             if rendered.problem is not None:
-                invalid.append(Invalid(raw, rendered.problem))
+                invalid_at[index] = Invalid(raw, rendered.problem)
                 continue
-            for column, value, explicit in zip(columns, values, explicit_in, strict=True):
+            for out, value, explicit in zip(outs, values, found, strict=True):
                 if explicit:
-                    column.out[result] = value
+                    out[msisdn] = value
         rendered.count += 1
-        valid.append(result)
+        valid.append(msisdn)
 
-    for column, used in zip(columns, hits, strict=True):
-        if column.needs_normalized_keys(used):
-            return None
-
-    used_renders = [r for r in cache.values() if r.count]
-    parameters: dict[str, dict[str, str]] = {}
-    for column in columns:
-        out = column.out
-        if column.default is not None:
-            out[DEFAULT_KEY] = column.default
-        parameters[column.key] = out
-    if used_renders:
-        ucs2 = any(r.ucs2 for r in used_renders)
-        encoding: Literal["GSM-7", "UCS-2"] = "UCS-2" if ucs2 else "GSM-7"
-        most = max(r.parts for r in used_renders)
-        least = min(r.parts for r in used_renders)
-        total = sum(r.parts * r.count for r in used_renders)
+    used = [r for r in cache.values() if r.count]
+    parameters_out: dict[str, dict[str, str]] = {}
+    for key, out, default in zip(keys, outs, defaults, strict=True):
+        if default is not None:
+            out[DEFAULT_KEY] = default
+        parameters_out[key] = out
+    if used:
+        encoding: Literal["GSM-7", "UCS-2"] = "UCS-2" if any(r.ucs2 for r in used) else "GSM-7"
+        most = max(r.parts for r in used)
+        least = min(r.parts for r in used)
+        total = sum(r.parts * r.count for r in used)
     else:
         encoding = analyze(template.body).encoding
         most = least = total = 0
-    return _Outcome(valid, invalid, duplicates, parameters, encoding, most, total, least)
+    invalid = [invalid_at[i] for i in sorted(invalid_at)]
+    return _Outcome(valid, invalid, duplicates, parameters_out, encoding, most, total, least)
+
+
+def _resolve(
+    raw: str,
+    msisdn: str,
+    keys: Sequence[str],
+    tables: Sequence[Mapping[str, str]],
+    others: Sequence[Mapping[str, str]],
+    defaults: Sequence[str | None],
+) -> tuple[tuple[str, ...], list[bool]] | Invalid:
+    """One recipient's values for several keys, and which are its own (not the default)."""
+    values: list[str] = []
+    found: list[bool] = []
+    for key, table, other, default in zip(keys, tables, others, defaults, strict=True):
+        value = table.get(raw)
+        if value is None:
+            value = table.get(msisdn)
+            if value is None:
+                value = other.get(msisdn)
+        found.append(value is not None)
+        if value is None:
+            value = default
+            if value is None:
+                return _no_value(raw, key)
+        values.append(value)
+    return tuple(values), found
+
+
+def _other_spellings(
+    table: Mapping[str, str],
+    first: Mapping[str, int],
+    first_raws: set[str],
+    spelled: Mapping[str, str],
+) -> dict[str, str]:
+    """canonical number -> value, from keys spelled unlike any recipient's first occurrence."""
+    out: dict[str, str] = {}
+    pending: list[str] = []
+    for key in table:
+        if key in first_raws or key in first or key == DEFAULT_KEY:
+            continue  # looked up directly; normalizes to that very recipient
+        pending.append(key)
+    if not pending:
+        return out
+    unknown = [k for k in pending if k not in spelled]
+    checked = dict(zip(unknown, check_many(unknown), strict=True))
+    for key in pending:  # table order: the first key of a number wins
+        msisdn = spelled.get(key) or checked.get(key)
+        if isinstance(msisdn, str) and msisdn in first and msisdn not in out:
+            out[msisdn] = table[key]
+    return out
 
 
 def _no_value(raw: str, key: str) -> Invalid:

@@ -23,6 +23,7 @@ from dispatcher.numbers import (
     _verdict,
     check,
     check_many,
+    check_unique,
     is_valid,
     normalize,
     region_of,
@@ -163,6 +164,55 @@ def test_check_many_matches_check() -> None:
         assert result == expected
     bad = check_many([None, 46701234567])  # type: ignore[list-item]
     assert all(isinstance(r, InvalidNumber) for r in bad)
+
+
+def expected_unique(raws: list[str]) -> tuple[dict[str, int], dict[int, str], list[int]]:
+    first: dict[str, int] = {}
+    invalid: dict[int, str] = {}
+    duplicates: list[int] = []
+    for i, raw in enumerate(raws):
+        try:
+            msisdn = check(raw)
+        except InvalidNumber as exc:
+            invalid[i] = exc.reason
+            continue
+        if msisdn in first:
+            duplicates.append(i)
+        else:
+            first[msisdn] = i
+    return first, invalid, duplicates
+
+
+def assert_unique_matches(raws: list[str]) -> None:
+    checked = check_unique(raws)
+    first, invalid, duplicates = expected_unique(raws)
+    assert checked.first == first
+    assert list(checked.first) == list(first)  # input order
+    assert {i: e.reason for i, e in checked.invalid.items()} == invalid
+    assert [i for i, _ in checked.duplicates] == duplicates
+    assert all(checked.first[m] < i for i, m in checked.duplicates)
+
+
+def test_check_unique_matches_check() -> None:
+    raws = [
+        "+46 70-123 45 67",
+        "46701234567",
+        "+44 (0)7400 123456",
+        "447400123456",
+        "0044 7400 123456",
+        "x",
+        "",
+        "+0123",
+        "٤٦٧٠١٢٣٤٥٦٧",
+        "+1 (212) 555-2368",
+        "12125552368",
+        "+4407400123456",
+        "+7 912 345-67-89",
+        "+7 701 234 5678",
+    ]
+    assert_unique_matches(raws)
+    checked = check_unique([None, 46701234567, b"+46701234567"])  # type: ignore[list-item]
+    assert sorted(checked.invalid) == [0, 1, 2]
 
 
 def test_is_valid_on_unnormalized_input_defers_to_library() -> None:
@@ -312,3 +362,22 @@ def test_formatting_does_not_change_the_verdict(
     raw = prefix + formatted
     assert check(raw) == example
     assert check_many([raw]) == [example]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(EXAMPLES),
+            st.builds(lambda e: "+" + e, st.sampled_from(EXAMPLES)),
+            st.builds(lambda e: "00" + e[:3] + " 0" + e[3:], st.sampled_from(EXAMPLES)),
+            st.builds(
+                lambda e: "+" + e[:2] + " (" + e[2:5] + ") " + e[5:], st.sampled_from(EXAMPLES)
+            ),
+            st.text(alphabet="+0123456789 -()", max_size=18),
+        ),
+        max_size=30,
+    )
+)
+def test_check_unique_matches_check_on_random_lists(raws: list[str]) -> None:
+    assert_unique_matches(raws)
