@@ -17,7 +17,7 @@ RUN pip install .
 
 COPY config ./config
 
-# Celery refuses nothing as root but warns; the workers need no privileges.
+# Celery warns when it runs as root, and nothing here needs privileges.
 RUN useradd --system --uid 10001 --home-dir /app dispatcher
 USER dispatcher
 
