@@ -17,6 +17,9 @@ The order of events matters, and ``workers/app.py`` wires it:
 4. ``worker_process_shutdown`` (a child exiting): :func:`child_exited`;
 5. ``worker_shutdown`` (parent): :func:`stop_server`, which also removes a private directory.
 
+Private directories of workers that died without step 5 (SIGKILL) are swept by the next
+worker that starts on the host (:func:`sweep_orphans`).
+
 The directory must belong to one worker host process.  :func:`claim_dir` holds an advisory
 lock on it, so a second worker pointed at the same directory keeps the first one's files
 instead of wiping them (and says so).
@@ -34,6 +37,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
@@ -46,6 +50,7 @@ PORT_ENV = "DISPATCH_WORKER_METRICS_PORT"
 DEFAULT_PORT = 9809
 PRIVATE_PREFIX = "dispatcher-metrics-"
 _LOCK_NAME = ".owner.lock"
+ORPHAN_AGE_S = 600.0  # a private directory claimed this long ago by a dead worker is swept
 
 _state_lock = threading.Lock()
 _server: WSGIServer | None = None
@@ -120,7 +125,41 @@ def claim_dir() -> Path | None:
             removed += 1
     if removed:
         log.info("removed %d stale metrics files from %s", removed, path)
+    if is_private(path):
+        sweep_orphans(keep=path)
     return path
+
+
+def sweep_orphans(keep: Path | None = None, min_age_s: float = ORPHAN_AGE_S) -> int:
+    """Delete private directories of workers that died without a clean shutdown (SIGKILL,
+    OOM): a directory whose owner lock nobody holds any more, claimed long enough ago that
+    its owner cannot be between creating the lock and taking it.  Returns how many went.
+
+    A directory without a lock file was never claimed by a worker (some other process
+    imported the app); it is left alone, since its process may still write into it.
+    """
+    root = Path(tempfile.gettempdir())
+    keep_resolved = keep.resolve() if keep is not None else None
+    swept = 0
+    for d in root.glob(PRIVATE_PREFIX + "*"):
+        lock = d / _LOCK_NAME
+        try:
+            if d.resolve() == keep_resolved or time.time() - lock.stat().st_mtime < min_age_s:
+                continue
+            fh = open(lock, "ab")  # noqa: SIM115 - closed below, after the directory is gone
+        except OSError:
+            continue  # no lock file, or not ours to open
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            continue  # its worker (or one of its pool children) is alive
+        shutil.rmtree(d, ignore_errors=True)
+        fh.close()
+        swept += 1
+    if swept:
+        log.info("removed %d metrics directories of workers that died in %s", swept, root)
+    return swept
 
 
 def port_from_env(environ: Mapping[str, str] | None = None) -> int | None:

@@ -12,6 +12,7 @@ The helpers here are shared with test_observability.py.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import shutil
@@ -19,6 +20,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -31,7 +34,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from dispatcher import Campaign, Dispatcher, keys
+from dispatcher import Campaign, Dispatcher, keys, procmetrics
 from dispatcher.config import Settings
 from dispatcher.exporter import DeploymentCollector, registry_for
 from dispatcher.localredis import free_port
@@ -361,6 +364,38 @@ def test_collector_never_raises_on_redis_errors() -> None:
     collector = DeploymentCollector(settings, client)
     names = [m.name for m in collector.collect()]
     assert "dispatcher_redis_up" in names and "dispatcher_recipients_sent" not in names
+
+
+def test_sweep_removes_only_directories_of_dead_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILLed workers leave their private directory; the next worker removes those whose
+    lock nobody holds, and nothing a live or starting process may still use."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    old = time.time() - 2 * procmetrics.ORPHAN_AGE_S
+
+    def private(name: str, *, lock: bool = True, age: float = old) -> Path:
+        d = tmp_path / f"{procmetrics.PRIVATE_PREFIX}{name}"
+        d.mkdir()
+        (d / "histogram_1.db").write_bytes(b"x")
+        if lock:
+            (d / ".owner.lock").touch()
+            os.utime(d / ".owner.lock", (age, age))
+        return d
+
+    dead, live, starting, unclaimed, mine = (
+        private("dead"), private("live"), private("starting", age=time.time()),
+        private("unclaimed", lock=False), private("mine"),
+    )  # fmt: skip
+    other = tmp_path / "someone-elses"
+    other.mkdir()
+    (other / ".owner.lock").touch()
+    os.utime(other / ".owner.lock", (old, old))
+    with open(live / ".owner.lock", "ab") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live worker's lock
+        assert procmetrics.sweep_orphans(keep=mine) == 1
+    assert not dead.exists()
+    assert all(d.exists() for d in (live, starting, unclaimed, mine, other))
 
 
 # ---------------------------------------------------------------------------- real runs
