@@ -20,7 +20,11 @@ parameters.
 
 from __future__ import annotations
 
+import os
+import pickle
 import re
+import sys
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -36,6 +40,7 @@ from phonenumbers.phonenumberutil import (
 
 __all__ = [
     "MAX_DIGITS",
+    "PARALLEL_MIN",
     "Checked",
     "InvalidNumber",
     "check",
@@ -177,8 +182,92 @@ class Checked:
     """(index, canonical MSISDN) of each later occurrence of a number."""
 
 
-def check_unique(raws: Sequence[str]) -> Checked:
+PARALLEL_MIN: Final = 200_000
+"""From this many recipients check_unique uses a second process when it safely can."""
+
+
+def check_unique(raws: Sequence[str], *, parallel: bool | None = None) -> Checked:
     """:func:`check` every entry and deduplicate: the million-recipient path.
+
+    On a multi-core Linux machine, for a large list, in a process with a single thread
+    (forking a threaded process can deadlock the child on a lock held by another thread),
+    the second half is checked in a forked child while this process checks the first; the
+    child sends its compact result back through a pipe.  ``parallel`` forces the choice;
+    any trouble with the child falls back to checking its half here.
+    """
+    if parallel is None:
+        parallel = len(raws) >= PARALLEL_MIN and _can_fork()
+    if not parallel or len(raws) < 2:
+        return _check_serial(raws)
+    half = len(raws) // 2
+    child = _fork_check(raws, half)
+    mine = _check_serial(raws[:half] if isinstance(raws, list) else list(raws[:half]))
+    theirs = _collect(child) if child is not None else None
+    if theirs is None:
+        theirs = _check_serial(raws[half:], half)
+    first, duplicates = mine.first, mine.duplicates
+    for msisdn, index in theirs.first.items():
+        if msisdn in first:
+            duplicates.append((index, msisdn))
+        else:
+            first[msisdn] = index
+    if theirs.duplicates:
+        duplicates.extend(theirs.duplicates)
+        duplicates.sort()
+    mine.invalid.update(theirs.invalid)
+    return mine
+
+
+def _can_fork() -> bool:
+    if sys.platform != "linux" or threading.active_count() != 1:
+        return False
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except (AttributeError, OSError):  # pragma: no cover - not Linux after all
+        return False
+
+
+def _fork_check(raws: Sequence[str], start: int) -> tuple[int, int] | None:
+    """Fork a child that checks ``raws[start:]`` and pickles the result into a pipe."""
+    try:
+        read_end, write_end = os.pipe()
+    except OSError:  # pragma: no cover - out of descriptors
+        return None
+    try:
+        pid = os.fork()
+    except OSError:  # pragma: no cover - out of processes or memory
+        os.close(read_end)
+        os.close(write_end)
+        return None
+    if pid == 0:  # pragma: no cover - the child; coverage does not follow forks
+        status = 1
+        try:
+            os.close(read_end)
+            data = pickle.dumps(_check_serial(raws[start:], start), pickle.HIGHEST_PROTOCOL)
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(data)
+            status = 0
+        finally:
+            os._exit(status)  # no atexit handlers, no flushing the parent's buffers twice
+    os.close(write_end)
+    return pid, read_end
+
+
+def _collect(child: tuple[int, int]) -> Checked | None:
+    pid, read_end = child
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
+            data = pipe.read()
+    finally:
+        _, status = os.waitpid(pid, 0)
+    if status != 0 or not data:  # pragma: no cover - the child failed: check here instead
+        return None
+    result = pickle.loads(data)
+    return result if isinstance(result, Checked) else None
+
+
+def _check_serial(raws: Sequence[str], offset: int = 0) -> Checked:
+    """check_unique's loop, for ``raws`` (indices reported from ``offset``).
 
     The loop inlines the fast test (optional ``+``, then one ``fullmatch``; failing that, the
     separators out and a ``+``/``00`` off, then the same) because at a couple of microseconds
@@ -191,7 +280,7 @@ def check_unique(raws: Sequence[str]) -> Checked:
     first: dict[str, int] = {}
     invalid: dict[int, InvalidNumber] = {}
     duplicates: list[tuple[int, str]] = []
-    for index, raw in enumerate(raws):
+    for index, raw in enumerate(raws, offset):
         try:
             msisdn = raw[1:] if raw[:1] == "+" else raw
             slots = fast.get(msisdn[:3])

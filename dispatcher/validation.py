@@ -10,10 +10,11 @@ Decisions the seeds leave open (docs/validation.md has the full list):
 
 * Duplicates are judged after normalization; the first occurrence wins, later ones are only
   counted.  ``len(recipients) + len(invalid) + duplicates == len(input)`` always holds.
-* Parameter keys may be written in any accepted number form; two spellings of one number
-  that both carry a value: the first wins, as for recipients.  Keys that are not numbers at
-  all are ignored (they cannot match a recipient); placeholders' absent keys are dropped
-  from the output, the others' values only kept for recipients that go out.
+* Parameter keys may be written in any accepted number form.  A recipient's value is the
+  one under its own spelling, else under its canonical number, else under another spelling
+  of its number (the first such key), else the default.  Keys that are not numbers match no
+  one; the output keeps only the keys the body uses, and their values only for recipients
+  that go out.
 * A placeholder with no values at all (no such column and no default) is a campaign error,
   not a million identical per-recipient ones.
 * When every recipient is invalid (and not ``strict``) the result simply has no recipients;
@@ -124,6 +125,11 @@ def _require_parameters(
                 f"the body uses ${{{key}}} but no values are given for {key!r} "
                 "(add a parameter column or a default)"
             )
+        if not isinstance(parameters[key], Mapping):
+            raise CampaignError(
+                f"parameter {key!r} must map numbers (and 'default') to values, "
+                f"not {type(parameters[key]).__name__}"
+            )
 
 
 def _invalid(raw: object, result: object) -> Invalid:
@@ -188,52 +194,86 @@ def _parameterized(
     first = checked.first
     invalid_at = {i: _invalid(recipients[i], exc) for i, exc in checked.invalid.items()}
     duplicates = len(checked.duplicates)
-    spelled: dict[str, str] = {}  # a duplicate's different spelling -> its canonical number
+    spelled: dict[str, str] = {}  # a duplicate's other spelling -> its canonical number
     for index, msisdn in checked.duplicates:
         raw = recipients[index]
-        if raw != recipients[first[msisdn]]:
+        if raw != msisdn and raw != recipients[first[msisdn]]:
             spelled.setdefault(raw, msisdn)
-
-    first_raws = {recipients[i] for i in first.values()}
     tables = [parameters[key] for key in keys]
-    others = [_other_spellings(t, first, first_raws, spelled) for t in tables]
     defaults = [t.get(DEFAULT_KEY) for t in tables]
     outs: list[dict[str, str]] = [{} for _ in keys]
 
-    valid: list[str] = []
     # Rendering and analysis depend only on the values, and values repeat (first names,
     # defaults), so each distinct set of values is rendered once.
     cache: dict[object, _Rendered] = {}
-    single = len(keys) == 1
-    table0, other0, default0, out0 = tables[0], others[0], defaults[0], outs[0]
-    for msisdn, index in first.items():
-        raw = recipients[index]
-        if single:
-            # The common case spelled out: at a million recipients each call counts.
-            value = table0.get(raw)
+    dropped: set[str] = set()  # valid numbers that will not go out (a parameter problem)
+    if len(keys) == 1:
+        # The common case spelled out, methods bound once: at a million recipients each
+        # attribute lookup and call counts.  Other spellings are looked at afterwards, and
+        # only if a recipient found no value while some key was used by no one.
+        table = tables[0]
+        table_get = table.get
+        default, out, key = defaults[0], outs[0], keys[0]
+        cache_get = cache.get
+        hits = 0
+        fell: list[tuple[str, int]] = []
+        for msisdn, index in first.items():
+            raw = recipients[index]
+            value = table_get(raw)
             if value is None:
-                value = table0.get(msisdn)
+                value = table_get(msisdn)
                 if value is None:
-                    value = other0.get(msisdn)
-            explicit = value is not None
-            if value is None:
-                value = default0
-                if value is None:
-                    invalid_at[index] = _no_value(raw, keys[0])
-                    continue
-            signature: object = value
-            rendered = cache.get(signature)
+                    fell.append((msisdn, index))
+                    if default is None:
+                        invalid_at[index] = _no_value(raw, key)
+                        dropped.add(msisdn)
+                        continue
+                    value = default
+                else:
+                    hits += 1
+                    out[msisdn] = value
+            else:
+                hits += 1
+                out[msisdn] = value
+            rendered = cache_get(value)
             if rendered is None:
-                rendered = cache[signature] = _render(template, (value,))
+                rendered = cache[value] = _render(template, (value,))
             if rendered.problem is not None:
                 invalid_at[index] = Invalid(raw, rendered.problem)
+                dropped.add(msisdn)
+                out.pop(msisdn, None)
                 continue
-            if explicit:
-                out0[msisdn] = value
-        else:
+            rendered.count += 1
+        if fell:
+            later = _late_values(table, hits, recipients, checked, spelled)
+            for msisdn, index in fell:
+                value = later.get(msisdn)
+                if value is None:
+                    continue
+                # Undo the default (or the missing value) and take this recipient's own.
+                if invalid_at.pop(index, None) is not None:
+                    dropped.discard(msisdn)
+                else:
+                    cache[default].count -= 1
+                out[msisdn] = value
+                rendered = cache.get(value)
+                if rendered is None:
+                    rendered = cache[value] = _render(template, (value,))
+                if rendered.problem is not None:
+                    invalid_at[index] = Invalid(recipients[index], rendered.problem)
+                    dropped.add(msisdn)
+                    del out[msisdn]
+                    continue
+                rendered.count += 1
+    else:
+        first_raws = {recipients[i] for i in first.values()}
+        others = [_other_spellings(t, first, first_raws, spelled) for t in tables]
+        for msisdn, index in first.items():
+            raw = recipients[index]
             resolved = _resolve(raw, msisdn, keys, tables, others, defaults)
             if isinstance(resolved, Invalid):
                 invalid_at[index] = resolved
+                dropped.add(msisdn)
                 continue
             values, found = resolved
             rendered = cache.get(values)
@@ -241,12 +281,13 @@ def _parameterized(
                 rendered = cache[values] = _render(template, values)
             if rendered.problem is not None:
                 invalid_at[index] = Invalid(raw, rendered.problem)
+                dropped.add(msisdn)
                 continue
             for out, value, explicit in zip(outs, values, found, strict=True):
                 if explicit:
                     out[msisdn] = value
-        rendered.count += 1
-        valid.append(msisdn)
+            rendered.count += 1
+    valid = [m for m in first if m not in dropped] if dropped else list(first)
 
     used = [r for r in cache.values() if r.count]
     parameters_out: dict[str, dict[str, str]] = {}
@@ -292,28 +333,74 @@ def _resolve(
     return tuple(values), found
 
 
+def _late_values(
+    table: Mapping[str, str],
+    hits: int,
+    recipients: Sequence[str],
+    checked: Checked,
+    spelled: Mapping[str, str],
+) -> dict[str, str]:
+    """Values under other spellings, for recipients that found none under their own.
+
+    Every key is one of: used by a recipient (``hits``: own spelling or canonical number,
+    never the same key twice), the default, an invalid recipient's spelling (no one's
+    number), a duplicate's other spelling (its number known), or unaccounted for.  With
+    nothing unaccounted for, the duplicates' spellings are all there is to look at;
+    otherwise every key spelled unlike the recipients is normalized.
+    """
+    invalid_keys = {
+        raw
+        for raw in (recipients[i] for i in checked.invalid)
+        if isinstance(raw, str) and raw in table
+    }
+    spelled_keys = [k for k in spelled if k in table]
+    accounted = hits + (DEFAULT_KEY in table) + len(invalid_keys) + len(spelled_keys)
+    if accounted == len(table):
+        if not spelled_keys:
+            return {}
+        late = {k: spelled[k] for k in spelled_keys}
+        return _first_in_table(table, late, checked.first)
+    first_raws = {recipients[i] for i in checked.first.values()}
+    return _other_spellings(table, checked.first, first_raws, spelled)
+
+
 def _other_spellings(
     table: Mapping[str, str],
     first: Mapping[str, int],
     first_raws: set[str],
     spelled: Mapping[str, str],
 ) -> dict[str, str]:
-    """canonical number -> value, from keys spelled unlike any recipient's first occurrence."""
-    out: dict[str, str] = {}
-    pending: list[str] = []
-    for key in table:
-        if key in first_raws or key in first or key == DEFAULT_KEY:
-            continue  # looked up directly; normalizes to that very recipient
-        pending.append(key)
-    if not pending:
-        return out
-    unknown = [k for k in pending if k not in spelled]
-    checked = dict(zip(unknown, check_many(unknown), strict=True))
-    for key in pending:  # table order: the first key of a number wins
-        msisdn = spelled.get(key) or checked.get(key)
-        if isinstance(msisdn, str) and msisdn in first and msisdn not in out:
-            out[msisdn] = table[key]
-    return out
+    """canonical number -> value, from keys spelled unlike any recipient's first occurrence.
+
+    Set differences (in C) find those keys; usually there are none, or a few (keys of
+    invalid recipients, of numbers not in the campaign, of a duplicate's other spelling).
+    """
+    rest = table.keys() - first_raws
+    rest -= first.keys()
+    rest.discard(DEFAULT_KEY)
+    if not rest:
+        return {}
+    unknown = [k for k in rest if k not in spelled]
+    numbers: dict[str, str] = {k: spelled[k] for k in rest if k in spelled}
+    for key, result in zip(unknown, check_many(unknown), strict=True):
+        if isinstance(result, str):
+            numbers[key] = result
+    return _first_in_table(table, numbers, first)
+
+
+def _first_in_table(
+    table: Mapping[str, str], numbers: Mapping[str, str], first: Mapping[str, int]
+) -> dict[str, str]:
+    """canonical number -> value of its first key in ``table``, for keys -> numbers given."""
+    spellings: dict[str, list[str]] = {}
+    for key, msisdn in numbers.items():
+        if msisdn in first:
+            spellings.setdefault(msisdn, []).append(key)
+    if any(len(keys) > 1 for keys in spellings.values()):
+        position = {k: i for i, k in enumerate(table) if k in numbers}
+        for keys in spellings.values():
+            keys.sort(key=position.__getitem__)
+    return {msisdn: table[keys[0]] for msisdn, keys in spellings.items()}
 
 
 def _no_value(raw: str, key: str) -> Invalid:
@@ -321,6 +408,9 @@ def _no_value(raw: str, key: str) -> Invalid:
 
 
 def _render(template: Template, values: tuple[str, ...]) -> _Rendered:
+    for key, value in zip(template.keys, values, strict=True):
+        if not isinstance(value, str):
+            raise CampaignError(f"parameter {key!r} has a value that is not text: {value!r:.40}")
     text = template.render(values)
     info = analyze(text)
     length = body_length(text)

@@ -215,6 +215,23 @@ def test_check_unique_matches_check() -> None:
     assert sorted(checked.invalid) == [0, 1, 2]
 
 
+def test_check_unique_in_two_processes_matches_one() -> None:
+    raws = [*EXAMPLES_FOR_FORK, "x", "+0123", EXAMPLES_FOR_FORK[0], "+" + EXAMPLES_FOR_FORK[1]]
+    raws = raws * 3
+    serial = check_unique(raws, parallel=False)
+    forked = check_unique(raws, parallel=True)
+    assert forked.first == serial.first
+    assert list(forked.first) == list(serial.first)
+    assert forked.duplicates == serial.duplicates
+    assert list(forked.invalid) == list(serial.invalid)
+    assert [e.reason for e in forked.invalid.values()] == [
+        e.reason for e in serial.invalid.values()
+    ]
+
+
+EXAMPLES_FOR_FORK = ["46701234567", "447400123456", "12125552368", "4915123456789", "33612345678"]
+
+
 def test_is_valid_on_unnormalized_input_defers_to_library() -> None:
     assert is_valid("46 70 123 45 67")
     assert not is_valid("46 70 ABC")

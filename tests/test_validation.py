@@ -182,6 +182,15 @@ def test_campaign_errors(
     assert str(caught.value) == message
 
 
+def test_parameter_values_must_be_text() -> None:
+    with pytest.raises(CampaignError) as caught:
+        prepare("Hi ${n}", [SE1], {"n": {SE1: 5}})  # type: ignore[dict-item]
+    assert str(caught.value) == "parameter 'n' has a value that is not text: 5"
+    with pytest.raises(CampaignError) as caught:
+        prepare("Hi ${n}", [SE1], {"n": "Ann"})  # type: ignore[dict-item]
+    assert str(caught.value) == "parameter 'n' must map numbers (and 'default') to values, not str"
+
+
 @pytest.mark.parametrize(("length", "parts"), [(1989, 13), (1990, 14), (2000, 14)])
 def test_body_up_to_the_limit_is_accepted(length: int, parts: int) -> None:
     prepared = prepare("a" * length, [SE1])
