@@ -120,7 +120,9 @@ def run_demo(*, workers: int = 2, scale: float = 1.0) -> int:
         with Simulator(specs) as sim:
             cfg = Path(tmp) / "dispatch.toml"
             write_config(cfg, sim.url, plans, rds.url)
+            # One worker host here: no per-host metrics server needed (and 9809 may be taken).
             env = {**os.environ, **tokens, "DISPATCH_CONFIG": str(cfg)}
+            env["DISPATCH_WORKER_METRICS_PORT"] = "0"
             console.print(
                 f"[bold]dispatcher demo[/]: Redis {rds.url}, simulator {sim.url}, "
                 f"{workers} Celery worker process(es)"

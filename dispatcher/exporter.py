@@ -255,6 +255,7 @@ class DeploymentCollector(Collector):
             )
             lookups.add_metric([plan_id, "found"], _int(fields.get("lookups:found")))
             lookups.add_metric([plan_id, "missing"], _int(fields.get("lookups:missing")))
+            lookups.add_metric([plan_id, "failed"], _int(fields.get("lookups:failed")))
             by_response: dict[tuple[str, str], int] = {}
             by_code: dict[str, int] = {}
             for key, value in fields.items():

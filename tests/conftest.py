@@ -145,6 +145,9 @@ def deploy(
         cfg = tmp_path / "dispatch.toml"
         cfg.write_text("\n".join(lines))
         env["DISPATCH_CONFIG"] = str(cfg)
+        # Several worker "hosts" share this machine: only tests that read the per-host
+        # histograms give a worker a metrics port (start_worker(extra_env=...)).
+        env["DISPATCH_WORKER_METRICS_PORT"] = "0"
         d = Deployment(cfg, env, redis_server.url)
         made.append(d)
         return d

@@ -268,7 +268,11 @@ def test_collector_translates_the_stats_hash_with_bounded_labels(r: redis.Redis)
     assert one(s, "dispatcher_retries_total", plan="acme") == 4
     assert one(s, "dispatcher_rate_waits_total", plan="acme") == 2
     assert one(s, "dispatcher_circuit_opened_total", plan="acme") == 1
-    assert by(s, "dispatcher_lookups_total", "result", plan="acme") == {"found": 1, "missing": 0}
+    assert by(s, "dispatcher_lookups_total", "result", plan="acme") == {
+        "found": 1,
+        "missing": 0,
+        "failed": 0,
+    }
     assert one(s, "dispatcher_dead_letter_replayed_recipients_total", plan="acme") == 3
     assert one(s, "dispatcher_dead_letter_purged_recipients_total", plan="acme") == 2
     assert one(s, "dispatcher_queue_recipients", plan="acme") == 7

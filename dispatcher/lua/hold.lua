@@ -25,7 +25,10 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local status, code, delay = ARGV[4], ARGV[5], tonumber(ARGV[7])
 
-if kind ~= 'notfound' then
+if status == 'lookup' then
+  -- A failed lookup by client_reference is not an answer to a POST: counted on its own.
+  redis.call('HINCRBY', KEYS[4], 'lookups:failed', 1)
+elseif kind ~= 'notfound' then
   redis.call('HINCRBY', KEYS[4], 'resp:' .. status .. ':' .. code, 1)
   redis.call('HSET', KEYS[3], 'last_status', status, 'last_code', code, 'last_text', ARGV[6])
 end

@@ -17,7 +17,7 @@ end
 if redis.call('LINDEX', KEYS[2], 0) ~= bid then
   return {'moved'}
 end
-local b = redis.call('HMGET', KEYS[3], 'campaign', 'first_at', 'waits', 'last_at')
+local b = redis.call('HMGET', KEYS[3], 'campaign', 'first_at', 'waits', 'last_at', 'enq_at')
 redis.call('LPOP', KEYS[2])
 for i = k, 1, -1 do
   local base = 3 + (i - 1) * 3
@@ -28,6 +28,8 @@ for i = k, 1, -1 do
   if b[2] then redis.call('HSET', KEYS[3 + i], 'first_at', b[2]) end
   -- A part dead-lettered without a request of its own shows its parent's last attempt.
   if b[4] then redis.call('HSET', KEYS[3 + i], 'last_at', b[4]) end
+  -- Parts keep their parent's enqueue time: the queue's oldest-age gauge stays honest.
+  if b[5] then redis.call('HSET', KEYS[3 + i], 'enq_at', b[5]) end
   if suspect ~= '' then redis.call('HSET', KEYS[3 + i], 'suspect', suspect) end
   local then_suspect = ARGV[3 + 4 * k + i]
   if then_suspect ~= '' then redis.call('HSET', KEYS[3 + i], 'then_suspect', then_suspect) end
