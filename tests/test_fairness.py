@@ -57,8 +57,9 @@ def test_thousand_plans_all_finish_beside_a_busy_and_a_failing_plan(
     for p in small:
         got = sim.accepted_recipients(p)
         assert got == expected[p], f"{p}: got {got}"
-    # The busy plan kept sending meanwhile (it was not starved either).
-    assert len(sim.accepted_recipients("hog")) == hog_status.sent > 0
+    # The busy plan kept sending meanwhile (it was not starved either); it is still sending,
+    # so the provider may already hold a batch its status does not count yet.
+    assert len(sim.accepted_recipients("hog")) >= hog_status.sent > 0
 
 
 def test_a_drain_that_only_waits_gives_its_worker_slot_back(
