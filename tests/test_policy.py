@@ -34,6 +34,11 @@ from dispatcher.simulator import Simulator
 from dispatcher.store import PreparedBatch, Store, new_id
 from tests.conftest import ROOT, Deployment, wait_until
 
+
+def _s(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 PLAN = "pol"
 BATCH = 10
 # Small waits so that a test sees many retries, rate waits and probes in a few seconds.
@@ -241,7 +246,7 @@ class Harness:
         return self.r.hget(keys.state(PLAN), "circuit") == b"open"
 
     def stats(self) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.r.hgetall(keys.stats(PLAN)).items()}
+        return {_s(k): _s(v) for k, v in self.r.hgetall(keys.stats(PLAN)).items()}
 
     def dead(self) -> list[Any]:
         return self.d.dead_letters(PLAN)
@@ -605,7 +610,10 @@ def test_failing_lookups_never_resend_unchecked(h: Harness) -> None:
     h.sim.faults.drop_rate = 0.0
     token = h.dep.env["POL_TOKEN"]
     h.sim.set_token(PLAN, "rotated-while-unknown")
-    fails = lambda: int(h.r.hget(keys.batch(PLAN, f"{cid}.0"), "fails") or 0)  # noqa: E731
+
+    def fails() -> int:
+        return int(h.r.hget(keys.batch(PLAN, f"{cid}.0"), "fails") or 0)
+
     h.run_until(lambda: fails() >= 4, "four failed lookups")
     assert len(h.sim.arrivals(PLAN)) == 1  # never resent while its fate is unknown
     assert h.sim.stats()[PLAN]["lookups"] == 0  # refused before the lookup itself (401)

@@ -29,6 +29,10 @@ from dispatcher.simulator import Simulator
 from tests.conftest import ROOT, Deployment, wait_until
 
 
+def _s(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 def tokens_of(dep: Deployment) -> set[str]:
     return {v for k, v in dep.env.items() if k.endswith("_TOKEN") and v}
 
@@ -37,7 +41,7 @@ def redis_dump(r: redis.Redis) -> str:
     """Every key and value in Redis: plan state, stats (the metrics' source), DLQ, broker."""
     out: list[str] = []
     for key in r.scan_iter(count=1000):
-        kind = r.type(key).decode()
+        kind = _s(r.type(key))
         value: object
         if kind == "string":
             value = r.get(key)
@@ -92,7 +96,7 @@ def metrics_text(dep: Deployment) -> str:
 
 def cli_outputs(dep: Deployment, r: redis.Redis) -> str:
     outs: list[str] = []
-    campaigns = [c.decode() for c in r.hkeys(keys.CAMPAIGNS)]
+    campaigns = [_s(c) for c in r.hkeys(keys.CAMPAIGNS)]
     commands = [("plans",), ("plans", "--json"), ("dlq", "list"), ("dlq", "list", "--json")]
     commands += [("status", c, "--json") for c in campaigns[:5]]
     entries = json.loads(dep.cli("dlq", "list", "--json").stdout or "[]")

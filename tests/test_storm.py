@@ -22,6 +22,11 @@ from dispatcher.simulator import Simulator
 from tests.conftest import Deployment, wait_until
 from tests.test_secrets import assert_no_secrets
 
+
+def _s(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 PLANS = {"storm-a": 1500, "storm-b": 1000}  # recipients per second
 PER_PLAN = 10_000
 CAMPAIGNS_PER_PLAN = 2
@@ -37,12 +42,12 @@ def diagnose(dep: Deployment, sim: Simulator, r: redis.Redis) -> str:
     """Where each plan stands, for the message of a failed wait."""
     out = []
     for plan in PLANS:
-        state = {k.decode(): v.decode() for k, v in r.hgetall(keys.state(plan)).items()}
+        state = {_s(k): _s(v) for k, v in r.hgetall(keys.state(plan)).items()}
         head = r.lindex(keys.lane(plan), 0)
-        batch = r.hgetall(keys.batch(plan, head.decode())) if head else {}
-        batch = {k.decode(): v.decode()[:80] for k, v in batch.items() if k != b"payload"}
+        batch = r.hgetall(keys.batch(plan, _s(head))) if head else {}
+        fields = {_s(k): _s(v)[:80] for k, v in batch.items() if k != b"payload"}
         out.append(
-            f"{plan}: lane={r.llen(keys.lane(plan))} state={state} head={head!r} {batch} "
+            f"{plan}: lane={r.llen(keys.lane(plan))} state={state} head={head!r} {fields} "
             f"due={r.zscore(keys.DUE, plan)} lease_ttl_ms={r.pttl(keys.lease(plan))} "
             f"redis_time={r.time()} sim={sim.stats()[plan]}"
         )
