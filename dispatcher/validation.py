@@ -195,9 +195,14 @@ def _parameterized(
     invalid_at = {i: _invalid(recipients[i], exc) for i, exc in checked.invalid.items()}
     duplicates = len(checked.duplicates)
     spelled: dict[str, str] = {}  # a duplicate's other spelling -> its canonical number
+    canonical_spelled: set[str] = set()  # numbers a duplicate wrote in canonical form
     for index, msisdn in checked.duplicates:
         raw = recipients[index]
-        if raw != msisdn and raw != recipients[first[msisdn]]:
+        if raw == recipients[first[msisdn]]:
+            continue  # spelled like the first occurrence: its key is that one's
+        if raw == msisdn:
+            canonical_spelled.add(msisdn)
+        else:
             spelled.setdefault(raw, msisdn)
     tables = [parameters[key] for key in keys]
     defaults = [t.get(DEFAULT_KEY) for t in tables]
@@ -245,7 +250,7 @@ def _parameterized(
                 continue
             rendered.count += 1
         if fell:
-            later = _late_values(table, hits, recipients, checked, spelled)
+            later = _late_values(table, hits, recipients, checked, spelled, canonical_spelled)
             for msisdn, index in fell:
                 value = later.get(msisdn)
                 if value is None:
@@ -339,22 +344,36 @@ def _late_values(
     recipients: Sequence[str],
     checked: Checked,
     spelled: Mapping[str, str],
+    canonical_spelled: set[str],
 ) -> dict[str, str]:
     """Values under other spellings, for recipients that found none under their own.
 
     Every key is one of: used by a recipient (``hits``: own spelling or canonical number,
     never the same key twice), the default, an invalid recipient's spelling (no one's
-    number), a duplicate's other spelling (its number known), or unaccounted for.  With
-    nothing unaccounted for, the duplicates' spellings are all there is to look at;
-    otherwise every key spelled unlike the recipients is normalized.
+    number), a duplicate's other spelling (its number known), a duplicate's canonical
+    spelling of a number that used its own spelling, or unaccounted for.  With nothing
+    unaccounted for, the duplicates' other spellings are all there is to look at; otherwise
+    every key spelled unlike the recipients is normalized.
     """
-    invalid_keys = {
-        raw
-        for raw in (recipients[i] for i in checked.invalid)
-        if isinstance(raw, str) and raw in table
-    }
-    spelled_keys = [k for k in spelled if k in table]
-    accounted = hits + (DEFAULT_KEY in table) + len(invalid_keys) + len(spelled_keys)
+    first = checked.first
+
+    def used(key: str, msisdn: str) -> bool:
+        """Whether ``key`` (a spelling of ``msisdn``) is the one the recipient found."""
+        own = recipients[first[msisdn]]
+        if table.get(own) is not None:
+            return key == own
+        return key == msisdn and table.get(msisdn) is not None
+
+    # The keys known not to belong to a recipient that fell through, other than those used.
+    known: set[str] = {DEFAULT_KEY} if DEFAULT_KEY in table else set()
+    for index in checked.invalid:
+        raw = recipients[index]
+        if isinstance(raw, str) and raw in table:
+            known.add(raw)
+    spelled_keys = [k for k, m in spelled.items() if k in table and not used(k, m)]
+    known.update(spelled_keys)
+    known.update(m for m in canonical_spelled if m in table and not used(m, m))
+    accounted = hits + len(known)
     if accounted == len(table):
         if not spelled_keys:
             return {}

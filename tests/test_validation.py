@@ -292,6 +292,17 @@ def test_key_spelled_like_a_dropped_duplicate() -> None:
     assert prepared.parameters == {"name": {SE1: "Ann"}}
 
 
+def test_duplicate_in_canonical_form_does_not_hide_another_spelling() -> None:
+    recipients = ["+46701234567", "46701234567", "+46701234568", "+46701234568"]
+    names = {"+46701234567": "A", "46701234567": "B", "default": "D"}
+    prepared = prepare("Hi ${name}", recipients, {"name": names})
+    assert prepared.parameters == {"name": {SE1: "A", "default": "D"}}
+    names["0046 70 123 45 68"] = "C"  # SE2's only value, spelled like no recipient
+    prepared = prepare("Hi ${name}", recipients, {"name": names})
+    assert prepared.parameters == {"name": {SE1: "A", SE2: "C", "default": "D"}}
+    assert prepared.duplicates == 2
+
+
 def test_own_spelling_beats_other_spellings() -> None:
     params = {"name": {"0046701234567": "Other", "+46701234567": "Own", SE1: "Canonical"}}
     assert prepare("Hi ${name}", ["+46701234567"], params).parameters == {"name": {SE1: "Own"}}
