@@ -26,15 +26,22 @@ _FUNCTION = re.compile(r"--@function\n(.*?)--@end", re.S)
 
 
 @cache
+def _raw(name: str) -> str:
+    return resources.files("dispatcher").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+@cache
 def source(name: str) -> str:
-    text = resources.files("dispatcher").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    """A script's text with its includes expanded (a function's dependencies are included
+    before it by the script that uses it)."""
+    text = _raw(name)
 
     def include(m: re.Match[str]) -> str:
         fn = m.group(1)
         for other in _NAMES:
-            block = _FUNCTION.search(source(other))
-            if block and f"local function {fn}(" in block.group(1):
-                return block.group(1)
+            for block in _FUNCTION.finditer(_raw(other)):
+                if f"local function {fn}(" in block.group(1):
+                    return block.group(1)
         raise LookupError(f"lua/{name}.lua includes unknown function {fn}")
 
     return _INCLUDE.sub(include, text)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,6 +76,8 @@ class Sender:
         # Asked once a drain has slept its budget: are other drains queued for a worker slot?
         # The worker sets it (it knows the broker); without it a drain always gives way.
         self.others_waiting: Callable[[], bool] = lambda: True
+        # (plan, fencing token, batch id, take answer) that a fused commit already took.
+        self._local = threading.local()
 
     # ------------------------------------------------------------ schedule
     def _schedule(self, plan: str, delay_s: float, mode: str = "set") -> None:
@@ -128,6 +131,7 @@ class Sender:
         pipe.lindex(keys.lane(plan_id), 0)
         _, head_b = pipe.execute()
         head = _s(head_b) if head_b is not None else None
+        self._local.prefetched = None
         try:
             return self._loop(plan, token, head)
         except _Lost:
@@ -142,16 +146,20 @@ class Sender:
             if head is None:
                 self._release_if_empty(plan.id, token)
                 return "empty"
-            r = self.scripts.take(
-                keys=[
-                    keys.lease(plan.id),
-                    keys.lane(plan.id),
-                    keys.state(plan.id),
-                    keys.bucket(plan.id),
-                    keys.batch(plan.id, head),
-                ],
-                args=[token, head, plan.rate, plan.burst, ttl_ms, ""],
-            )
+            prefetched, self._local.prefetched = getattr(self._local, "prefetched", None), None
+            if prefetched is not None and prefetched[:3] == (plan.id, token, head):
+                r = prefetched[3]  # taken by the previous commit, in the same round trip
+            else:
+                r = self.scripts.take(
+                    keys=[
+                        keys.lease(plan.id),
+                        keys.lane(plan.id),
+                        keys.state(plan.id),
+                        keys.bucket(plan.id),
+                        keys.batch(plan.id, head),
+                    ],
+                    args=[token, head, plan.rate, plan.burst, ttl_ms, ""],
+                )
             kind = _s(r[0])
             if kind == "lost":
                 raise _Lost
@@ -179,18 +187,23 @@ class Sender:
             elif kind == "go":
                 payload, n, campaign = r[1], int(r[2]), _s(r[3])
                 fails, waits, suspect = int(r[4]), int(r[5]), _s(r[6])
-                first_at_ms, then_suspect = int(r[7]), _s(r[8])
+                first_at_ms, then_suspect, next_id = int(r[7]), _s(r[8]), _s(r[9])
                 if suspect:
                     head = self._isolate(plan, token, head, payload, n, campaign, suspect, fails)
                 else:
                     resp = self.http.send_batch(plan, payload)
                     REQUEST_DURATION.labels(plan.id).observe(resp.elapsed_s)
+                    # Within the slice, the commit takes the next batch in the same round trip.
+                    fuse = next_id if time.monotonic() < deadline else ""
                     head = self._apply(
                         plan, token, head, payload, n, campaign, fails, waits, first_at_ms,
-                        then_suspect, resp,
+                        then_suspect, resp, fuse,
                     )  # fmt: skip
             else:
                 raise RuntimeError(f"take.lua answered {kind!r}")
+            taken = getattr(self._local, "prefetched", None)
+            if taken is not None and _s(taken[3][0]) == "go":
+                continue  # its tokens are taken and it is marked in flight: send it first
             if time.monotonic() > deadline and head is not None:
                 if self.others_waiting():
                     self._release_and_schedule(plan.id, token, 0)
@@ -214,7 +227,10 @@ class Sender:
         status: str | None = None,
         code: str | None = None,
         text: str | None = None,
+        take_next: str = "",
     ) -> str | None:
+        """Commit the head's outcome; with ``take_next`` also take that next batch in the same
+        round trip (its take answer is kept for the loop in ``self._prefetched``)."""
         status = status if status is not None else _status(resp)
         code = code if code is not None else (resp.code if resp else "")
         text = text if text is not None else (resp.text if resp else "")
@@ -234,15 +250,24 @@ class Sender:
             (resp.batch_id or "") if resp else "", reason, self.retention_s, entry_id,
             plan.id, plan.rate, "1" if count_response else "0",
         ]  # fmt: skip
-        if sibling:
-            k.append(keys.batch(plan.id, sibling[0]))
-            a.append(sibling[1])
+        k += [
+            keys.batch(plan.id, sibling[0] if sibling else "-"),
+            keys.bucket(plan.id),
+            keys.batch(plan.id, take_next or "-"),
+        ]
+        a += [
+            sibling[1] if sibling else "", take_next, plan.burst,
+            int(self.timing.lease_ttl_s * 1000),
+        ]  # fmt: skip
         r = self.scripts.commit(keys=k, args=a)
         if _s(r[0]) == "lost":
             raise _Lost
         if _s(r[0]) == "moved":
             return self._head(plan.id)
-        return _s(r[1]) or None
+        next_head = _s(r[1]) or None
+        if next_head is not None and len(r) > 2:
+            self._local.prefetched = (plan.id, token, next_head, r[2])
+        return next_head
 
     def _hold(
         self,
@@ -288,14 +313,16 @@ class Sender:
         now_ms: int,
         then_suspect: str,
         resp: ProviderResponse,
+        next_id: str = "",
     ) -> str | None:
         rule = decide(resp)
         action = rule.action
         _log_outcome(plan.id, campaign, head, n, resp, action, fails + 1)
         if action is Action.ACCEPT:
             return self._commit(
-                plan, token, head, campaign, "accepted", resp, sibling=_sibling(then_suspect)
-            )
+                plan, token, head, campaign, "accepted", resp, sibling=_sibling(then_suspect),
+                take_next=next_id,
+            )  # fmt: skip
         if action is Action.RATE_WAIT:
             age_s = self._age_s(plan.id, head)
             if age_s > self.backoff.max_rate_wait_age_s:

@@ -11,11 +11,18 @@
 -- ARGV[7]  provider batch id (accepted)   ARGV[8] dead-letter reason
 -- ARGV[9]  campaign retention s   ARGV[10] entry id   ARGV[11] plan id   ARGV[12] plan rate
 -- ARGV[13] "1" to count a provider response (0 when it was found by a lookup, counted before)
--- KEYS[9], ARGV[14] optional: when this accepted batch was the tested half of a split batch
---          with a refused recipient, its untested sibling (KEYS[9]) now surely holds that
---          recipient and is marked suspect with the refusal ARGV[14] (JSON).
+-- KEYS[9], ARGV[14]: when this accepted batch was the tested half of a split batch with a
+--          refused recipient, its untested sibling (KEYS[9]) now surely holds that recipient
+--          and is marked suspect with the refusal ARGV[14] (JSON); "" (any KEYS[9]) otherwise.
+-- KEYS[10] {plan}:bucket   KEYS[11] {plan}:b:<next id>   ARGV[15] next id ("" = stop here)
+-- ARGV[16] burst   ARGV[17] lease ttl ms: when the next batch is still the one after this,
+--          take it at once exactly as take.lua does, so that a plan under backlog spends one
+--          Redis round trip per batch (this commit and the next take together).
 --
--- Returns {"ok", next head id | ""} or {"lost"} or {"moved"}.
+-- Returns {"ok", next head id | "", take.lua's answer for it (when asked)} or {"lost"} or
+-- {"moved"}.
+--@include bucket_take
+--@include take_head
 local token, bid, outcome = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('GET', KEYS[1]) ~= token then
   return {'lost'}
@@ -24,7 +31,8 @@ if redis.call('LINDEX', KEYS[2], 0) ~= bid then
   return {'moved'}
 end
 local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now_us / 1000)
 local status, code = ARGV[4], ARGV[5]
 local n = tonumber(redis.call('HGET', KEYS[3], 'n'))
 
@@ -76,4 +84,9 @@ if c[1] and (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) >= tonumber(c[1]) then
   redis.call('HSET', KEYS[4], 'finished_at', now_ms)
   redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))
 end
-return {'ok', redis.call('LINDEX', KEYS[2], 0) or ''}
+local next_head = redis.call('LINDEX', KEYS[2], 0) or ''
+if ARGV[15] and ARGV[15] ~= '' and next_head == ARGV[15] then
+  return {'ok', next_head, take_head(KEYS[1], KEYS[2], KEYS[6], KEYS[10], KEYS[11], token,
+    next_head, tonumber(ARGV[12]), tonumber(ARGV[16]), tonumber(ARGV[17]), now_us)}
+end
+return {'ok', next_head}

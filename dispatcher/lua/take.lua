@@ -18,14 +18,73 @@
 --                                   up by client_reference before sending again
 --   {"oversize", n}                n is above burst: split before it can ever be granted
 --   {"wait", wait_ms}              not enough tokens yet
---   {"go", payload, n, campaign, fails, waits, suspect, now_ms, then_suspect}
+--   {"go", payload, n, campaign, fails, waits, suspect, now_ms, then_suspect, next_id}
 --                                  tokens taken, batch marked in flight: POST it now.  When
 --                                  `suspect` is set (the batch is known to hold a refused
 --                                  recipient) no tokens are taken: the caller splits it.
+--                                  next_id is the batch after it, for commit.lua to take
+--                                  in the same round trip as this batch's outcome.
 --@include bucket_take
 
-local token, bid = ARGV[1], ARGV[2]
-local rate, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
+--@function
+local function take_head(lease_key, lane_key, state_key, bucket_key, batch_key, token, bid,
+                         rate, burst, ttl_ms, now_us)
+  local now_ms = math.floor(now_us / 1000)
+  if redis.call('GET', lease_key) ~= token then
+    return {'lost'}
+  end
+  redis.call('PEXPIRE', lease_key, ttl_ms)
+
+  local head = redis.call('LINDEX', lane_key, 0)
+  if head ~= bid then
+    return {'moved', head or ''}
+  end
+
+  local st = redis.call('HMGET', state_key, 'cooldown_until', 'circuit', 'probe_at', 'eff_rate')
+  if st[2] == 'open' then
+    local probe_at = tonumber(st[3]) or 0
+    if probe_at > now_ms then
+      return {'circuit', probe_at - now_ms}
+    end
+  end
+  local cooldown = tonumber(st[1]) or 0
+  if cooldown > now_ms then
+    return {'cooldown', cooldown - now_ms}
+  end
+
+  local b = redis.call('HMGET', batch_key, 'n', 'inflight', 'first_at', 'payload', 'campaign',
+    'fails', 'waits', 'suspect', 'then_suspect')
+  if not b[1] then
+    return redis.error_reply('batch ' .. bid .. ' is in the lane but has no record')
+  end
+  if b[2] then
+    return {'unknown', b[3] or b[2], b[2]}
+  end
+  local n = tonumber(b[1])
+  if b[8] then
+    -- Known to hold a bad recipient: it is split without spending a request or tokens.
+    return {'go', b[4], n, b[5], b[6] or '0', b[7] or '0', b[8], now_ms, b[9] or '',
+      redis.call('LINDEX', lane_key, 1) or ''}
+  end
+  local eff = tonumber(st[4]) or rate
+  if eff > rate then eff = rate end
+
+  local r = bucket_take(bucket_key, eff, burst, n, now_us, true)
+  if r[1] == 0 then
+    if r[2] < 0 then
+      return {'oversize', n}
+    end
+    return {'wait', r[2]}
+  end
+  redis.call('HSET', batch_key, 'inflight', now_ms, 'last_at', now_ms)
+  if not b[3] then
+    redis.call('HSET', batch_key, 'first_at', now_ms)
+  end
+  return {'go', b[4], n, b[5], b[6] or '0', b[7] or '0', '', now_ms, b[9] or '',
+      redis.call('LINDEX', lane_key, 1) or ''}
+end
+--@end
+
 local now_us
 if ARGV[6] and ARGV[6] ~= '' then
   now_us = tonumber(ARGV[6])
@@ -33,55 +92,5 @@ else
   local t = redis.call('TIME')
   now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local now_ms = math.floor(now_us / 1000)
-
-if redis.call('GET', KEYS[1]) ~= token then
-  return {'lost'}
-end
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
-
-local head = redis.call('LINDEX', KEYS[2], 0)
-if head ~= bid then
-  return {'moved', head or ''}
-end
-
-local st = redis.call('HMGET', KEYS[3], 'cooldown_until', 'circuit', 'probe_at', 'eff_rate')
-if st[2] == 'open' then
-  local probe_at = tonumber(st[3]) or 0
-  if probe_at > now_ms then
-    return {'circuit', probe_at - now_ms}
-  end
-end
-local cooldown = tonumber(st[1]) or 0
-if cooldown > now_ms then
-  return {'cooldown', cooldown - now_ms}
-end
-
-local b = redis.call('HMGET', KEYS[5], 'n', 'inflight', 'first_at', 'payload', 'campaign', 'fails',
-  'waits', 'suspect', 'then_suspect')
-if not b[1] then
-  return redis.error_reply('batch ' .. bid .. ' is in the lane but has no record')
-end
-if b[2] then
-  return {'unknown', b[3] or b[2], b[2]}
-end
-local n = tonumber(b[1])
-if b[8] then
-  -- Known to hold a bad recipient: it is split without spending a request or tokens.
-  return {'go', b[4], n, b[5], b[6] or '0', b[7] or '0', b[8], now_ms, b[9] or ''}
-end
-local eff = tonumber(st[4]) or rate
-if eff > rate then eff = rate end
-
-local r = bucket_take(KEYS[4], eff, burst, n, now_us, true)
-if r[1] == 0 then
-  if r[2] < 0 then
-    return {'oversize', n}
-  end
-  return {'wait', r[2]}
-end
-redis.call('HSET', KEYS[5], 'inflight', now_ms, 'last_at', now_ms)
-if not b[3] then
-  redis.call('HSET', KEYS[5], 'first_at', now_ms)
-end
-return {'go', b[4], n, b[5], b[6] or '0', b[7] or '0', '', now_ms, b[9] or ''}
+return take_head(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2],
+  tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), now_us)
