@@ -28,6 +28,9 @@ MODULES = (
 OPTIONAL = {"bench_validation"}
 
 
+NOTES_MARKER = "<!-- notes below are kept by `make bench` -->"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
@@ -77,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     text = header + "\n" + "\n".join(sections)
+    out = ROOT / "docs" / "benchmarks.md"
+    # The reading of the figures is written by people, below this marker, and kept.
+    if out.exists() and NOTES_MARKER in out.read_text():
+        text += "\n" + NOTES_MARKER + out.read_text().split(NOTES_MARKER, 1)[1]
     if not args.no_write:
-        out = ROOT / "docs" / "benchmarks.md"
         if args.only and out.exists():
             print("bench: --only: docs/benchmarks.md left as is", file=sys.stderr)
         else:
