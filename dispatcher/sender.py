@@ -355,9 +355,11 @@ class Sender:
             probes = int(self.r.hget(keys.state(plan.id), "probes") or 0)
             delay = self.backoff.circuit_probe_s(probes)
             log.error(
-                "plan %s: circuit open after %s (%s); sending stops, its queue is kept; "
+                "plan %s: circuit open after %s: %s%s; sending stops, its queue is kept; "
                 "next probe in %.0f s or on `dispatcher plans resume %s`",
-                plan.id, resp.label, resp.text[:120], delay, plan.id,
+                plan.id, resp.status if resp.status is not None else resp.error,
+                resp.code or "no error code", f" ({resp.text[:120]})" if resp.text else "",
+                delay, plan.id,
             )  # fmt: skip
             return self._hold(plan, token, head, "circuit", resp, delay)
         if action is Action.ISOLATE and n > 1:

@@ -35,6 +35,9 @@ local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = math.floor(now_us / 1000)
 local status, code = ARGV[4], ARGV[5]
 local n = tonumber(redis.call('HGET', KEYS[3], 'n'))
+-- A replayed dead letter may outlive its campaign record (retention): never recreate a
+-- partial record that would then never expire.
+local has_campaign = redis.call('EXISTS', KEYS[4]) == 1
 
 redis.call('LPOP', KEYS[2])
 redis.call('HINCRBY', KEYS[5], 'pending', -n)
@@ -43,7 +46,7 @@ if ARGV[13] == '1' then
 end
 
 if outcome == 'accepted' then
-  redis.call('HINCRBY', KEYS[4], 'sent', n)
+  if has_campaign then redis.call('HINCRBY', KEYS[4], 'sent', n) end
   redis.call('HINCRBY', KEYS[5], 'sent', n)
   redis.call('HINCRBY', KEYS[5], 'batches:accepted', 1)
   -- Additive increase after a 429 lowered the plan's effective rate; a success also closes
@@ -71,7 +74,7 @@ else
   redis.call('HSET', KEYS[8], 'id', ARGV[10], 'plan', ARGV[11], 'batch_id', bid,
     'status', status, 'code', code, 'text', ARGV[6], 'reason', ARGV[8], 'dead_at', now_ms)
   redis.call('RPUSH', KEYS[7], ARGV[10])
-  redis.call('HINCRBY', KEYS[4], 'dead_lettered', n)
+  if has_campaign then redis.call('HINCRBY', KEYS[4], 'dead_lettered', n) end
   redis.call('HINCRBY', KEYS[5], 'dead_lettered', n)
   redis.call('HINCRBY', KEYS[5], 'dlq_pending', n)
   redis.call('HINCRBY', KEYS[5], 'dlq:' .. code, n)
