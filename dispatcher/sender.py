@@ -348,9 +348,9 @@ class Sender:
                     plan.id, head, resp.label, failures,
                 )  # fmt: skip
                 return self._commit(plan, token, head, campaign, "dead", resp, reason=rule.reason)
-            return self._hold(
-                plan, token, head, "retry", resp, self.backoff.retry_delay_s(failures)
-            )
+            # A 503 may say when to come back: never sooner than that.
+            delay = max(self.backoff.retry_delay_s(failures), resp.retry_after_s or 0.0)
+            return self._hold(plan, token, head, "retry", resp, delay)
         if action is Action.CIRCUIT:
             probes = int(self.r.hget(keys.state(plan.id), "probes") or 0)
             delay = self.backoff.circuit_probe_s(probes)

@@ -173,6 +173,7 @@ class Faults:
     plan_errors: dict[str, tuple[int, str | None]] = field(default_factory=dict)
     throttle: dict[str, tuple[int, float]] = field(default_factory=dict)
     retry_after_http_date: bool = False
+    unavailable_retry_after_s: float | None = None  # injected 503s carry this Retry-After
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
@@ -195,6 +196,7 @@ class Faults:
             self.plan_errors = {}
             self.throttle = {}
             self.retry_after_http_date = False
+            self.unavailable_retry_after_s = None
 
     def take_throttle(self, plan_id: str) -> float | None:
         """Consume one forced 429 of a plan; its Retry-After in seconds, or None."""
@@ -220,6 +222,7 @@ class Faults:
                 "plan_errors": {k: list(v) for k, v in self.plan_errors.items()},
                 "throttle": {k: list(v) for k, v in self.throttle.items()},
                 "retry_after_http_date": self.retry_after_http_date,
+                "unavailable_retry_after_s": self.unavailable_retry_after_s,
             }
 
 
@@ -232,6 +235,7 @@ FAULT_FIELDS: Final = (
     "plan_errors",
     "throttle",
     "retry_after_http_date",
+    "unavailable_retry_after_s",
 )
 
 
@@ -339,6 +343,13 @@ def _coerce_fault(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError("retry_after_http_date must be true or false")
         return value
+    if name == "unavailable_retry_after_s":
+        if value is None:
+            return None
+        seconds = _num(value, name)
+        if seconds < 0:
+            raise ValueError("unavailable_retry_after_s must be >= 0 or null")
+        return seconds
     raise ValueError(f"unknown fault {name!r} (known: {', '.join(FAULT_FIELDS)})")
 
 
@@ -970,7 +981,9 @@ class Simulator:
             return _unauthorized()
         forced = self.faults.plan_errors.get(plan_id)
         if forced is not None:
-            return _error(forced[0], forced[1], f"forced by the simulator for plan {plan_id}")
+            return self._unavailable(
+                _error(forced[0], forced[1], f"forced by the simulator for plan {plan_id}")
+            )
         if rest == ["batches"]:
             if method == "GET":
                 return self._list(plan, split.query)
@@ -1015,7 +1028,9 @@ class Simulator:
         if not token_ok:
             reply = _unauthorized()
         elif forced is not None:
-            reply = _error(forced[0], forced[1], f"forced by the simulator for plan {plan_id}")
+            reply = self._unavailable(
+                _error(forced[0], forced[1], f"forced by the simulator for plan {plan_id}")
+            )
         elif not _is_json(headers.get("Content-Type")):
             reply = _Reply(415)
         elif parse_error is not None:
@@ -1080,7 +1095,7 @@ class Simulator:
             status = self._rng.choice(faults.error_statuses)
             if status == 429:
                 return self._too_many(1.0, t, "injected error")
-            return _Reply(status)
+            return self._unavailable(_Reply(status))
         n = len(request.to)
         wait = plan.bucket.take(n, mono)
         if wait is not None:
@@ -1104,6 +1119,13 @@ class Simulator:
                         f"Illegal phone number type of MSISDN {msisdn} for the chosen region",
                     )
         return self._create(plan, request, t)
+
+    def _unavailable(self, reply: _Reply) -> _Reply:
+        """A 503 says when to come back, if the test asked for that."""
+        after = self.faults.unavailable_retry_after_s
+        if reply.status == 503 and after is not None:
+            reply.headers = (*reply.headers, ("Retry-After", str(math.ceil(after))))
+        return reply
 
     def _too_many(self, after_s: float, t: float, text: str) -> _Reply:
         seconds = max(0, math.ceil(after_s))

@@ -468,6 +468,18 @@ def row_5xx(h: Harness) -> None:
     assert h.stats()["retries"] == "4"
 
 
+def test_503_retry_after_is_honoured(h: Harness) -> None:
+    """A 503 that says when to come back holds the plan at least that long (not less)."""
+    h.enqueue(mobiles(5, 11))
+    h.sim.faults.update(plan_errors={PLAN: [503, None]}, unavailable_retry_after_s=40)
+    h.run_until(lambda: len(h.sim.arrivals(PLAN)) >= 1, "one 503")
+    sec, usec = h.r.time()
+    now_ms = sec * 1000 + usec // 1000
+    cooldown = int(h.r.hget(keys.state(PLAN), "cooldown_until") or 0)
+    assert cooldown - now_ms > 35_000, "the plan must wait out Retry-After, not its own backoff"
+    assert [a.status for a in h.sim.arrivals(PLAN)] == [503]
+
+
 def row_none(h: Harness) -> None:
     # A dropped connection after the provider created the batch: found by client_reference,
     # never sent twice.
