@@ -414,6 +414,7 @@ key_table = st.dictionaries(st.sampled_from([*ALL_SPELLINGS, "abc", "default"]),
 bodies = st.sampled_from(
     [
         "Hello",
+        "${name}",
         "Hi ${name}",
         "Hi ${name}, ${name}! " + "x" * 140,
         "${name}${code} € {x}",
