@@ -203,7 +203,9 @@ def check_unique(raws: Sequence[str], *, parallel: bool | None = None) -> Checke
         parallel = len(raws) >= PARALLEL_MIN and _can_fork()
     if not parallel or len(raws) < 2:
         return _check_serial(raws)
-    half = len(raws) // 2
+    # The child also pickles its result and the parent merges it: a slightly smaller share
+    # for the child has both finish at about the same time.
+    half = len(raws) * 53 // 100
     child = _fork_check(raws, half)
     try:
         mine = _check_serial(raws[:half] if isinstance(raws, list) else list(raws[:half]))
@@ -217,7 +219,7 @@ def check_unique(raws: Sequence[str], *, parallel: bool | None = None) -> Checke
         theirs = _check_serial(raws[half:], half)
     # Merged with dict and set operations in C; only numbers in both halves are looked at.
     first, later, duplicates = mine.first, theirs.first, mine.duplicates
-    across = later.keys() & first.keys()
+    across = list(filter(first.__contains__, later))  # (no set of half a million built)
     for msisdn in across:
         duplicates.append((later.pop(msisdn), msisdn))
     first.update(later)
