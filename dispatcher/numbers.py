@@ -22,6 +22,7 @@ parameters.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -267,11 +268,15 @@ def _fork_check(raws: Sequence[str], start: int) -> tuple[int, int] | None:
 
 def _collect(child: tuple[int, int]) -> Checked | None:
     pid, read_end = child
+    status = 0
     try:
         with os.fdopen(read_end, "rb") as pipe:
             data = pipe.read()
     finally:
-        _, status = os.waitpid(pid, 0)
+        # A SIGCHLD handler may have reaped it already: then the data, if complete,
+        # unpickles, and if not, the half is checked here.
+        with contextlib.suppress(ChildProcessError):
+            _, status = os.waitpid(pid, 0)
     if status != 0 or not data:  # pragma: no cover - the child failed: check here instead
         return None
     try:
