@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
@@ -146,20 +146,19 @@ def run_demo(*, workers: int = 2, scale: float = 1.0) -> int:
                         f"{res.batches} batches, {res.duplicates} duplicates dropped, "
                         f"{len(res.invalid)} invalid ({'; '.join(i.reason for i in res.invalid)})"
                     )
-                started = time.monotonic()
-                finished: dict[str, float] = {}
+                run = _Run(d, sim, plans, ids, started=time.monotonic())
                 with Live(console=console, refresh_per_second=8) as live:
-                    while len(finished) < len(plans):
+                    while len(run.finished) < len(plans):
                         if proc.poll() is not None:
                             console.print(
                                 f"[red]the worker exited ({proc.returncode}); see its log[/]"
                             )
                             console.print((Path(tmp) / "worker.log").read_text()[-2000:])
                             return 1
-                        live.update(_progress(d, sim, plans, ids, started, finished))
+                        live.update(run.progress())
                         time.sleep(0.125)
-                    live.update(_progress(d, sim, plans, ids, started, finished))
-                console.print(_summary(d, sim, plans, ids, started, finished))
+                    live.update(run.progress())
+                console.print(run.summary())
                 d.close()
     console.print("all processes stopped; nothing left behind.")
     return 0
@@ -170,14 +169,27 @@ def _bar(done: int, total: int, width: int = 16) -> str:
     return "█" * filled + "·" * (width - filled)
 
 
-def _progress(
-    d: Dispatcher,
-    sim: Simulator,
-    plans: Sequence[DemoPlan],
-    ids: dict[str, str],
-    started: float,
-    finished: dict[str, float],
-) -> Table:
+@dataclass
+class _Run:
+    """What the live view and the summary read: the system, the plans, and when each finished."""
+
+    d: Dispatcher
+    sim: Simulator
+    plans: Sequence[DemoPlan]
+    ids: dict[str, str]
+    started: float
+    finished: dict[str, float] = field(default_factory=dict)
+
+    def progress(self) -> Table:
+        return _progress(self)
+
+    def summary(self) -> Table:
+        return _summary(self)
+
+
+def _progress(run: _Run) -> Table:
+    d, sim, plans, ids = run.d, run.sim, run.plans, run.ids
+    started, finished = run.started, run.finished
     table = Table(title="sending: recipients/s over the last 2 s against each plan's limit")
     for col in ("plan", "progress", "done / total", "now /s", "limit /s", "state"):
         table.add_column(col)
@@ -197,14 +209,8 @@ def _progress(
     return table
 
 
-def _summary(
-    d: Dispatcher,
-    sim: Simulator,
-    plans: Sequence[DemoPlan],
-    ids: dict[str, str],
-    started: float,
-    finished: dict[str, float],
-) -> Table:
+def _summary(run: _Run) -> Table:
+    d, sim, plans, ids, finished = run.d, run.sim, run.plans, run.ids, run.finished
     table = Table(title="summary, checked against the simulator's own log")
     for col in ("plan", "limit", "sent", "DLQ", "secs", "mean/s", "of limit", "FIFO", "dups"):
         table.add_column(col)
