@@ -347,7 +347,11 @@ def test_compose_stack_is_wired_consistently() -> None:
         assert w["build"]["context"] == "."
     assert (ROOT / "Dockerfile").exists()
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "FROM python:3.11-slim" in dockerfile and "pip install ." in dockerfile
+    assert "FROM python:3.11-slim" in dockerfile
+    # The image installs as tests/test_install.py does: the wheel alone, into a fresh venv.
+    assert "pip wheel --no-deps" in dockerfile
+    assert "python -m venv /opt/venv && /opt/venv/bin/pip install /dist/*.whl" in dockerfile
+    assert "pip install ." not in dockerfile and ".whl[" not in dockerfile
 
     # Prometheus scrapes exactly the exporter and the worker hosts, on their ports.
     prom = yaml_load(PROM_DIR / "prometheus.yml")
