@@ -88,7 +88,7 @@ class SimProcess:
     def __init__(self, plans: Sequence[SimPlan]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "dispatcher.simulator", "--port", str(self.port)]
+        args = [sys.executable, "-m", "sinch_simulator", "--port", str(self.port)]
         for p in plans:
             args += ["--plan", p.arg]
         self.proc = subprocess.Popen(

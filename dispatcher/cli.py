@@ -500,7 +500,7 @@ def simulator(
     illegal: tuple[str, ...],
 ) -> None:
     """A local Sinch-like SMS API: try the dispatcher without a Sinch account."""
-    from dispatcher.simulator import Faults, Simulator, parse_plan
+    from sinch_simulator import Faults, Simulator, parse_plan
 
     try:
         specs = [parse_plan(s) for s in plan_specs]

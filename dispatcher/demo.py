@@ -29,7 +29,7 @@ from dispatcher.api import Dispatcher
 from dispatcher.config import Settings
 from dispatcher.localredis import LocalRedis
 from dispatcher.models import Campaign
-from dispatcher.simulator import PlanSpec, Simulator
+from sinch_simulator import PlanSpec, Simulator
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import redis
 
 from dispatcher.config import Settings
 from dispatcher.localredis import LocalRedis
-from dispatcher.simulator import PlanSpec, Simulator
+from sinch_simulator import PlanSpec, Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 

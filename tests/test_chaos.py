@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from dispatcher import Dispatcher, keys
-from dispatcher.simulator import Simulator
+from sinch_simulator import Simulator
 from tests.conftest import Deployment, wait_until
 from tests.test_envelope import assert_envelope, assert_fifo, enqueue_interleaved
 

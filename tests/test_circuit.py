@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from dispatcher import Campaign, Dispatcher
-from dispatcher.simulator import Simulator
+from sinch_simulator import Simulator
 from tests.conftest import Deployment, wait_until
 from tests.test_secrets import assert_no_secrets
 

@@ -28,7 +28,7 @@ from dispatcher.client import (
 )
 from dispatcher.config import PlanConfig, Secret
 from dispatcher.policy import Action, decide
-from dispatcher.simulator import PlanSpec, Simulator
+from sinch_simulator import PlanSpec, Simulator
 
 TOKEN = "tok-client-s3cr3t-0123456789"
 

@@ -23,7 +23,7 @@ from dispatcher.client import ProviderResponse, SinchClient
 from dispatcher.config import PlanConfig, Settings
 from dispatcher.scripts import for_client
 from dispatcher.sender import Sender, Timing
-from dispatcher.simulator import Simulator
+from sinch_simulator import Simulator
 from tests.conftest import Deployment, wait_until
 from tests.test_envelope import assert_fifo, mobiles
 

@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from dispatcher import Campaign, Dispatcher
-from dispatcher.simulator import Simulator
 from dispatcher.store import NotFound
+from sinch_simulator import Simulator
 from tests.conftest import ROOT, Deployment, wait_until
 
 PLAN = "dlq"

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from dispatcher import Campaign, Dispatcher, keys
-from dispatcher.simulator import Simulator
+from sinch_simulator import Simulator
 from tests.conftest import Deployment, wait_until
 
 

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from dispatcher import Campaign, Dispatcher, keys
-from dispatcher.simulator import Arrival, Simulator
+from sinch_simulator import Arrival, Simulator
 from tests.conftest import Deployment, wait_until
 
 JITTER_S = 0.25  # CONTRACT.md 1: checked at the provider, allowing 250 ms of jitter

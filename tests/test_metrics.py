@@ -38,7 +38,7 @@ from dispatcher import Campaign, Dispatcher, keys, procmetrics
 from dispatcher.config import Settings
 from dispatcher.exporter import DeploymentCollector, registry_for
 from dispatcher.localredis import free_port
-from dispatcher.simulator import Simulator
+from sinch_simulator import Simulator
 from tests.conftest import ROOT, Deployment, wait_until
 
 Sample = tuple[str, frozenset[tuple[str, str]]]

@@ -30,8 +30,8 @@ from dispatcher.client import ProviderResponse, SinchClient
 from dispatcher.config import Settings
 from dispatcher.policy import RULES, Action, Backoff, Rule, decide
 from dispatcher.sender import Sender, Timing
-from dispatcher.simulator import Simulator
 from dispatcher.store import PreparedBatch, Store, new_id
+from sinch_simulator import Simulator
 from tests.conftest import ROOT, Deployment, wait_until
 
 

@@ -25,7 +25,7 @@ import redis
 from dispatcher import Campaign, Dispatcher, keys
 from dispatcher.client import LookupFailed, SinchClient
 from dispatcher.config import ConfigError, Settings
-from dispatcher.simulator import Simulator
+from sinch_simulator import Simulator
 from tests.conftest import ROOT, Deployment, wait_until
 
 

@@ -25,16 +25,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatcher.simulator import (
+from sinch_simulator import (
     Arrival,
     Faults,
     PlanSpec,
     Simulator,
     count_parts,
-    main,
     normalize_msisdn,
     parse_plan,
 )
+from sinch_simulator.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "secret-token"
@@ -848,7 +848,7 @@ def test_cli_serves_and_never_prints_the_token() -> None:
         [
             sys.executable,
             "-m",
-            "dispatcher.simulator",
+            "sinch_simulator",
             "--port",
             "0",
             "--plan",
