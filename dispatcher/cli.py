@@ -464,57 +464,25 @@ def preview(body: str, recipients: str | None, defaults: tuple[str, ...], as_jso
 
 
 # ---------------------------------------------------------------------------- simulator
-@cli.command(short_help="Run a local Sinch-like SMS API.")
-@click.option("--port", default=8085, show_default=True, type=int)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option(
-    "--plan",
-    "plan_specs",
-    multiple=True,
-    required=True,
-    metavar="ID:TOKEN:RATE",
-    help="A service plan it accepts (repeatable); RATE in recipients per second.",
+@cli.command(
+    short_help="Run a local Sinch-like SMS API.",
+    add_help_option=False,
+    context_settings={
+        "ignore_unknown_options": True,
+        "allow_extra_args": True,
+        "help_option_names": [],
+    },
 )
-@click.option("--error-rate", default=0.0, type=float, help="Fraction of POSTs answered 500/503.")
-@click.option(
-    "--drop-rate",
-    default=0.0,
-    type=float,
-    help="Fraction of POSTs created but answered with a dropped connection.",
-)
-@click.option("--latency-ms", default=0.0, type=float, help="Added to each POST.")
-@click.option(
-    "--illegal",
-    multiple=True,
-    metavar="MSISDN",
-    help="Answer 403 illegal_number_type for batches containing it.",
-)
-@handle_errors
-def simulator(
-    port: int,
-    host: str,
-    plan_specs: tuple[str, ...],
-    error_rate: float,
-    drop_rate: float,
-    latency_ms: float,
-    illegal: tuple[str, ...],
-) -> None:
-    """A local Sinch-like SMS API: try the dispatcher without a Sinch account."""
-    from sinch_simulator import Faults, Simulator, parse_plan
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def simulator(args: tuple[str, ...]) -> None:
+    """A local Sinch-like SMS API: try the dispatcher without a Sinch account.
 
-    try:
-        specs = [parse_plan(s) for s in plan_specs]
-    except ValueError as exc:
-        raise CampaignError(str(exc)) from None
-    faults = Faults(
-        error_rate=error_rate,
-        drop_rate=drop_rate,
-        latency_ms=latency_ms,
-        illegal_numbers={n.lstrip("+") for n in illegal},
-    )
-    Simulator(specs, host=host, port=port, faults=faults).serve_forever(
-        on_ready=lambda s: click.echo(s.describe(), err=True)
-    )
+    Every argument goes to the simulator's own command line (``python -m sinch_simulator``),
+    so both take the same options and ``dispatcher simulator --help`` shows them.
+    """
+    from sinch_simulator.cli import main as simulator_main
+
+    sys.exit(simulator_main(list(args), prog="dispatcher simulator"))
 
 
 # ---------------------------------------------------------------------------- metrics

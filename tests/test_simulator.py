@@ -843,12 +843,19 @@ def test_main_busy_port_exits_1(sim: Simulator, capsys: pytest.CaptureFixture[st
     assert "cannot listen" in capsys.readouterr().err
 
 
-def test_cli_serves_and_never_prints_the_token() -> None:
+ENTRIES = {
+    "python -m sinch_simulator": ["-m", "sinch_simulator"],
+    "dispatcher simulator": ["-m", "dispatcher.cli", "simulator"],
+}
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_cli_serves_and_never_prints_the_token(entry: str) -> None:
+    """Both ways of starting it are the one command line, with every option."""
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "sinch_simulator",
+            *ENTRIES[entry],
             "--port",
             "0",
             "--plan",
@@ -857,6 +864,10 @@ def test_cli_serves_and_never_prints_the_token() -> None:
             "0",
             "--illegal",
             "+46700000000",
+            "--throttle",
+            "other:1:2",
+            "--seed",
+            "7",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -880,3 +891,48 @@ def test_cli_serves_and_never_prints_the_token() -> None:
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert "hunter2" not in err and "Traceback" not in err
+
+
+def _run_cli(entry: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *ENTRIES[entry], *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ([], "--plan"),
+        (["--plan", "acme:hunter2:fast"], "rate"),
+        (["--plan", "acme:hunter2"], "ID:TOKEN:RATE"),
+        (["--plan", "acme:hunter2:1", "--plan", "acme:hunter2:2"], "given twice"),
+        (["--plan", "acme:hunter2:1", "--error-rate", "2"], "between 0 and 1"),
+        (["--plan", "acme:hunter2:1", "--port", "x"], "--port"),
+        (["--plan", "acme:hunter2:1", "--illegal", "nope"], "MSISDN"),
+        (["--plan", "acme:hunter2:1", "--no-such-option"], "--no-such-option"),
+    ],
+)  # fmt: skip
+def test_cli_bad_input_is_one_line_exit_2(entry: str, args: list[str], needle: str) -> None:
+    out = _run_cli(entry, *args)
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"{entry}: ") and needle in lines[0]
+    assert "hunter2" not in out.stderr + out.stdout and "Traceback" not in out.stderr
+
+
+def test_dispatcher_simulator_help_is_the_simulator_parser() -> None:
+    """One parser: ``dispatcher simulator --help`` lists exactly ``python -m sinch_simulator``'s
+    options (only the program name in the usage line differs)."""
+    helps = {entry: _run_cli(entry, "--help") for entry in ENTRIES}
+    for entry, out in helps.items():
+        assert out.returncode == 0 and out.stderr == "", out
+        assert out.stdout.startswith(f"usage: {entry} ")
+    options = {entry: out.stdout.split("\noptions:", 1)[1] for entry, out in helps.items()}
+    assert options["dispatcher simulator"] == options["python -m sinch_simulator"]
+    for flag in ("--host", "--port", "--plan", "--error-rate", "--drop-rate", "--latency-ms",
+                 "--illegal", "--rate-tolerance", "--error-statuses", "--plan-error",
+                 "--throttle", "--retry-after-date", "--seed"):  # fmt: skip
+        assert flag in options["dispatcher simulator"], flag
