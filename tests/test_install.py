@@ -98,11 +98,12 @@ def test_the_venv_holds_no_dev_tools_and_imports_nothing_from_the_checkout(
         "import importlib.util as u, json; "
         "print(json.dumps({'dispatcher': u.find_spec('dispatcher').origin, "
         "'workers': u.find_spec('workers').origin, "
+        "'sinch_simulator': u.find_spec('sinch_simulator').origin, "
         "'dev': [m for m in ('pytest', 'hypothesis', 'mypy', 'limits') if u.find_spec(m)]}))"
     )
     found = json.loads(_check(installed.run("python", "-c", probe)))
     assert found["dev"] == [], "the plain install must not depend on dev or bench extras"
-    for mod in ("dispatcher", "workers"):
+    for mod in ("dispatcher", "workers", "sinch_simulator"):
         assert str(installed.venv) in found[mod], f"{mod} imported from {found[mod]}"
         assert str(ROOT) not in found[mod]
 
@@ -113,6 +114,23 @@ def test_the_wheel_carries_every_file_the_code_loads(installed: Installed) -> No
     assert needed, "the package's Lua scripts were not found"
     assert [n for n in needed if n not in names] == []
     assert "dispatcher/py.typed" in names
+    # The simulator is a top-level package of its own in the same wheel, every module of it.
+    simulator = [p.relative_to(ROOT).as_posix() for p in (ROOT / "sinch_simulator").rglob("*.py")]
+    assert {"sinch_simulator/__init__.py", "sinch_simulator/__main__.py"} <= set(simulator)
+    assert [n for n in [*simulator, "sinch_simulator/py.typed"] if n not in names] == []
+    assert not [n for n in names if n.startswith("dispatcher/simulator")]
+
+
+def test_the_installed_simulator_has_one_command_line(installed: Installed) -> None:
+    """``python -m sinch_simulator`` and ``dispatcher simulator`` are the same parser."""
+    by_module = _check(installed.run("python", "-m", "sinch_simulator", "--help"))
+    by_cli = _check(installed.run("dispatcher", "simulator", "--help"))
+    assert by_module.startswith("usage: python -m sinch_simulator ")
+    assert by_cli.startswith("usage: dispatcher simulator ")
+    assert by_cli.split("\noptions:", 1)[1] == by_module.split("\noptions:", 1)[1]
+    bad = installed.run("dispatcher", "simulator", "--plan", "a:s3cr3t:fast")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad
+    assert "s3cr3t" not in bad.stderr
 
 
 @contextmanager
