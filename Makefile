@@ -11,7 +11,7 @@ help:
 	@echo "make test       set up .venv and run the test suite (real redis-server, real HTTP)"
 	@echo "make check      lint + typecheck + test"
 	@echo "make lint|fmt   ruff check / ruff format"
-	@echo "make typecheck  mypy --strict on dispatcher/ and workers/"
+	@echo "make typecheck  mypy --strict on dispatcher/, workers/ and sinch_simulator/"
 	@echo "make bench      run the benchmarks in bench/ and print the tables for docs/benchmarks.md"
 
 $(STAMP): pyproject.toml
