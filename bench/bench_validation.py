@@ -31,7 +31,8 @@ import phonenumbers
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from dispatcher import numbers
-from dispatcher.numbers import MAX_DIGITS, InvalidNumber, check, check_unique, is_valid, normalize
+from dispatcher.errors import InvalidNumber
+from dispatcher.numbers import MAX_DIGITS, check, check_unique, is_valid, normalize
 from dispatcher.validation import Prepared, prepare
 
 BODY = "Hi ${name}, your order has shipped and arrives tomorrow. Reply STOP to opt out."

@@ -4,7 +4,15 @@ The public API is what this module exports; everything else may change.
 """
 
 from dispatcher.api import Dispatcher
-from dispatcher.config import ConfigError, PlanConfig, Settings
+from dispatcher.config import PlanConfig, Settings
+from dispatcher.errors import (
+    CampaignError,
+    ConfigError,
+    DispatcherError,
+    NotFound,
+    RedisUnavailable,
+    StorageError,
+)
 from dispatcher.models import (
     Campaign,
     CampaignStatus,
@@ -13,8 +21,6 @@ from dispatcher.models import (
     InvalidRecipient,
     PlanStatus,
 )
-from dispatcher.store import NotFound
-from dispatcher.validation import CampaignError
 
 __all__ = [
     "Campaign",
@@ -23,10 +29,13 @@ __all__ = [
     "ConfigError",
     "DeadLetter",
     "Dispatcher",
+    "DispatcherError",
     "EnqueueResult",
     "InvalidRecipient",
     "NotFound",
     "PlanConfig",
     "PlanStatus",
+    "RedisUnavailable",
     "Settings",
+    "StorageError",
 ]

@@ -13,7 +13,8 @@ from typing import Any
 
 import redis
 
-from dispatcher.config import ConfigError, PlanConfig, Settings
+from dispatcher.config import PlanConfig, Settings
+from dispatcher.errors import CampaignError, ConfigError
 from dispatcher.models import (
     Campaign,
     CampaignStatus,
@@ -22,14 +23,8 @@ from dispatcher.models import (
     InvalidRecipient,
     PlanStatus,
 )
-from dispatcher.store import PreparedBatch, Store, new_id
-from dispatcher.validation import (
-    CampaignError,
-    Prepared,
-    prepare,
-    validate_schedule,
-    validate_sender,
-)
+from dispatcher.store import PreparedBatch, Store, new_id, wraps_redis_errors
+from dispatcher.validation import Prepared, prepare, validate_schedule, validate_sender
 
 
 class Dispatcher:
@@ -49,6 +44,7 @@ class Dispatcher:
         return cls(Settings.load(config, require_tokens=False))
 
     # ------------------------------------------------------------ campaigns
+    @wraps_redis_errors
     def enqueue(self, campaign: Campaign) -> EnqueueResult:
         """Validate and queue a campaign; returns its id (with the validation report).
 
@@ -91,10 +87,12 @@ class Dispatcher:
             total_parts=prepared.total_parts,
         )
 
+    @wraps_redis_errors
     def status(self, campaign_id: str) -> CampaignStatus:
         return self.store.campaign_status(str(campaign_id))
 
     # ------------------------------------------------------------ plans
+    @wraps_redis_errors
     def plans(self) -> list[PlanStatus]:
         ids = sorted(set(self.settings.plans) | set(self.store.known_plans()))
         snap = self.store.plan_snapshot(ids)
@@ -118,21 +116,26 @@ class Dispatcher:
             )
         return out
 
+    @wraps_redis_errors
     def resume(self, plan: str) -> bool:
         """Close the plan's circuit and send again at once; True if it was open."""
         return self.store.resume(plan)
 
     # ------------------------------------------------------------ dead letters
+    @wraps_redis_errors
     def dead_letters(self, plan: str | None = None) -> list[DeadLetter]:
         return self.store.dead_letters(plan)
 
+    @wraps_redis_errors
     def dead_letter(self, entry_id: str) -> DeadLetter:
         return self.store.dead_letter(entry_id)
 
+    @wraps_redis_errors
     def replay(self, entry_id: str | None = None, *, plan: str | None = None) -> tuple[int, int]:
         """Put dead letters back at the tail of their lanes: (entries, recipients)."""
         return self.store.replay(entry_id, plan=plan)
 
+    @wraps_redis_errors
     def purge(self, entry_id: str | None = None, *, plan: str | None = None) -> tuple[int, int]:
         return self.store.purge(entry_id, plan=plan)
 

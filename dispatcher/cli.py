@@ -17,10 +17,9 @@ from urllib.parse import urlsplit
 import click
 import redis
 
-from dispatcher.config import ConfigError, Settings
+from dispatcher.config import Settings
+from dispatcher.errors import CampaignError, ConfigError, DispatcherError, NotFound, StorageError
 from dispatcher.models import Campaign
-from dispatcher.store import NotFound
-from dispatcher.validation import CampaignError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,10 +47,13 @@ def handle_errors(fn: F) -> F:
             _fail(exc.problems[-1] if exc.problems else str(exc), 2)
         except (CampaignError, NotFound) as exc:
             _fail(str(exc), 2)
-        except redis.RedisError as exc:
+        except (StorageError, redis.RedisError) as exc:
             ctx = click.get_current_context(silent=True)
             url = ctx.obj.get("redis_url", "") if ctx and isinstance(ctx.obj, dict) else ""
-            _fail(f"cannot reach Redis at {_safe_url(url)} ({exc.__class__.__name__})", 1)
+            cause = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ else exc
+            _fail(f"cannot reach Redis at {_safe_url(url)} ({cause.__class__.__name__})", 1)
+        except DispatcherError as exc:
+            _fail(str(exc), 1)
 
     return wrapper  # type: ignore[return-value]
 

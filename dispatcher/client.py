@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from dispatcher.config import PlanConfig
+from dispatcher.errors import LookupFailed
 
 USER_AGENT = "sms-dispatcher/0.1"
 
@@ -51,10 +52,6 @@ class ProviderResponse:
     def label(self) -> str:
         """``status:code`` for logs and metrics, e.g. ``403:illegal_number_type``."""
         return f"{self.status if self.status is not None else self.error}:{self.code}"
-
-
-class LookupFailed(RuntimeError):
-    """A lookup by client_reference got no usable answer; the batch's fate stays unknown."""
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

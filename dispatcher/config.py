@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dispatcher.errors import ConfigError
+
 DEFAULT_CONFIG_PATH = "config/dispatch.toml"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_METRICS_PORT = 9808
@@ -28,14 +30,6 @@ REGIONS: Mapping[str, str] = {
     "ca": "https://ca.sms.api.sinch.com",
     "gb": "https://gb.sms.api.sinch.com",
 }
-
-
-class ConfigError(ValueError):
-    """A configuration problem; ``str()`` is one line per problem, safe to print."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(problems))
 
 
 class Secret:

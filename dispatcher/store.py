@@ -6,17 +6,19 @@ each operation one pipeline or one script so that it is all-or-nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 
 from dispatcher import keys
+from dispatcher.errors import NotFound, RedisUnavailable, StorageError
 from dispatcher.models import CampaignState, CampaignStatus, DeadLetter
 from dispatcher.scripts import for_client
 
@@ -25,8 +27,25 @@ from dispatcher.scripts import for_client
 _PIPELINE_BATCHES = 200
 
 
-class NotFound(LookupError):
-    """No such campaign or dead letter (or it expired after ``retention_days``)."""
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def wraps_redis_errors(fn: Callable[P, T]) -> Callable[P, T]:
+    """Redis failures leave the library as :class:`StorageError`, so that callers need not
+    import ``redis`` to catch them.  The message names the failure, never the URL (it may hold
+    a password)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailable(f"cannot reach Redis ({exc.__class__.__name__})") from exc
+        except redis.RedisError as exc:
+            raise StorageError(f"Redis failed: {exc.__class__.__name__}: {exc}") from exc
+
+    return wrapper
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from itertools import compress, repeat
 from typing import Final, Literal, cast
 
 from dispatcher.encoding import MAX_BODY_CHARS, analyze, body_length
-from dispatcher.numbers import Checked, InvalidNumber, check, check_many, check_unique
+from dispatcher.errors import CampaignError, InvalidNumber
+from dispatcher.numbers import Checked, check, check_many, check_unique
 from dispatcher.template import Template
 
 __all__ = [
@@ -51,10 +52,6 @@ MAX_EXPIRY: Final = timedelta(days=3)
 
 DEFAULT_KEY: Final = "default"
 _QUOTE_LIMIT: Final = 40
-
-
-class CampaignError(ValueError):
-    """One-line, user-facing message naming what is wrong with a campaign."""
 
 
 @dataclass(frozen=True, slots=True)

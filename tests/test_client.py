@@ -19,14 +19,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from dispatcher.client import (
-    LookupFailed,
-    ProviderResponse,
-    SinchClient,
-    parse_error_body,
-    parse_retry_after,
-)
+from dispatcher.client import ProviderResponse, SinchClient, parse_error_body, parse_retry_after
 from dispatcher.config import PlanConfig, Secret
+from dispatcher.errors import LookupFailed
 from dispatcher.policy import Action, decide
 from sinch_simulator import PlanSpec, Simulator
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.config import REGIONS, ConfigError, Secret, Settings
+from dispatcher.config import REGIONS, Secret, Settings
+from dispatcher.errors import ConfigError
 
 
 def load(text: str, tmp_path: Path, env: dict[str, str] | None = None, **kw: bool) -> Settings:

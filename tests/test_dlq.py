@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from dispatcher import Campaign, Dispatcher
-from dispatcher.store import NotFound
+from dispatcher.errors import NotFound
 from sinch_simulator import Simulator
 from tests.conftest import ROOT, Deployment, wait_until
 

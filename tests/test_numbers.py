@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
+from dispatcher.errors import InvalidNumber
 from dispatcher.numbers import (
-    InvalidNumber,
     _fast_valid,
     _verdict,
     check,

@@ -19,16 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispatcher.encoding import analyze
-from dispatcher.numbers import InvalidNumber, check
+from dispatcher.errors import CampaignError, InvalidNumber
+from dispatcher.numbers import check
 from dispatcher.template import Template, placeholders, render
-from dispatcher.validation import (
-    CampaignError,
-    Invalid,
-    Prepared,
-    prepare,
-    validate_schedule,
-    validate_sender,
-)
+from dispatcher.validation import Invalid, Prepared, prepare, validate_schedule, validate_sender
 
 SE1, SE2, SE3 = "46701234567", "46701234568", "46701234569"
 

@@ -19,7 +19,8 @@ from typing import Any
 from celery import Celery, signals
 
 from dispatcher import procmetrics
-from dispatcher.config import ConfigError, Settings
+from dispatcher.config import Settings
+from dispatcher.errors import ConfigError
 from dispatcher.runtime import Runtime
 from dispatcher.scheduler import Ticker
 
