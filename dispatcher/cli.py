@@ -11,6 +11,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
@@ -485,6 +486,47 @@ def simulator(args: tuple[str, ...]) -> None:
     from sinch_simulator.cli import main as simulator_main
 
     sys.exit(simulator_main(list(args), prog="dispatcher simulator"))
+
+
+# ---------------------------------------------------------------------------- health
+@cli.command(short_help="Check that this host's worker is alive (for probes).")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False),
+    help="The worker's heartbeat file [env DISPATCH_HEALTH_FILE; default in the temp folder].",
+)
+@click.option(
+    "--max-age",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds since the ticker's last beat after which the worker counts as dead.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def health(path: str | None, max_age: float, as_json: bool) -> None:
+    """Exit 0 when this host's worker is alive, 1 when it is not: for a Kubernetes liveness
+    probe or a systemd watchdog script.
+
+    \b
+    Alive means: the worker's ticker thread rewrote its heartbeat file within --max-age
+    seconds, and the process that wrote it still runs.  It needs neither Redis nor the broker:
+    during a Redis outage a worker is alive and waiting, and restarting it would not help.
+
+    \b
+    Example (Kubernetes):
+      livenessProbe: {exec: {command: [dispatcher, health]}, periodSeconds: 15}
+    """
+    from dispatcher import health as health_mod
+
+    result = health_mod.check(Path(path) if path else health_mod.default_path(), max_age)
+    if as_json:
+        _print_json(
+            {"ok": result.ok, "reason": result.reason, "age_s": result.age_s, **result.detail}
+        )
+    else:
+        click.echo(("ok: " if result.ok else "unhealthy: ") + result.reason, err=not result.ok)
+    sys.exit(0 if result.ok else 1)
 
 
 # ---------------------------------------------------------------------------- metrics

@@ -55,9 +55,12 @@ class LocalRedis:
     away with the server.  Production Redis for this product runs with AOF (see compose.yaml).
     """
 
-    def __init__(self, port: int | None = None, *, appendonly: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, *, appendonly: bool = False, appendfsync: str = "everysec"
+    ) -> None:
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self._dir = tempfile.TemporaryDirectory(prefix="dispatcher-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -73,6 +76,7 @@ class LocalRedis:
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync,
             "--dir", self._dir.name,
             "--daemonize", "no",
             "--loglevel", "warning",

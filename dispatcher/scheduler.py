@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 import redis
 
-from dispatcher import keys
+from dispatcher import keys, persistence
+from dispatcher.health import Heartbeat
 from dispatcher.scripts import for_client
 
 log = logging.getLogger("dispatcher.scheduler")
@@ -33,6 +34,7 @@ class Ticker(threading.Thread):
         claim_max: int = 50,
         claim_s: float = 20.0,
         sweep_every_s: float = 10.0,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         super().__init__(name="dispatcher-ticker", daemon=True)
         self.r = client
@@ -41,6 +43,7 @@ class Ticker(threading.Thread):
         self.claim_max = claim_max
         self.claim_ms = int(claim_s * 1000)
         self.sweep_every_s = sweep_every_s
+        self.heartbeat = heartbeat
         self._stop = threading.Event()
         self._scripts = for_client(client)
 
@@ -51,6 +54,8 @@ class Ticker(threading.Thread):
         last_sweep = 0.0
         down_since: float | None = None
         while not self._stop.is_set():
+            if self.heartbeat is not None:
+                self.heartbeat.beat(redis_up=down_since is None)
             try:
                 plans = self.tick()
                 if time.monotonic() - last_sweep > self.sweep_every_s:
@@ -61,6 +66,7 @@ class Ticker(threading.Thread):
                         "Redis is reachable again after %.0f s", time.monotonic() - down_since
                     )
                     down_since = None
+                    persistence.report(self.r)  # a restarted Redis may have another config
             except redis.RedisError as exc:
                 if down_since is None:
                     down_since = time.monotonic()

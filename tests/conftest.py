@@ -66,17 +66,28 @@ class Deployment:
         return Settings.load(self.config, env=self.env)
 
     def start_worker(
-        self, concurrency: int = 1, extra_env: dict[str, str] | None = None
+        self,
+        concurrency: int = 1,
+        extra_env: dict[str, str] | None = None,
+        *,
+        as_users_run_it: bool = False,
     ) -> subprocess.Popen[bytes]:
+        """``as_users_run_it`` keeps Celery's gossip, mingle and heartbeat on (its defaults), as
+        a plain ``celery -A workers worker`` has them; the other tests turn them off to start
+        faster."""
         log = self.config.parent / f"worker-{len(self.logs)}.log"
         self.logs.append(log)
         out = open(log, "wb")  # noqa: SIM115 - the child owns it; closed when we drop it
-        env = {**self.env, **(extra_env or {})}
+        env = {
+            **self.env,
+            "DISPATCH_HEALTH_FILE": str(self.config.parent / f"worker-{len(self.logs)}.health"),
+            **(extra_env or {}),
+        }
         proc = subprocess.Popen(
             [
                 sys.executable, "-m", "celery", "-A", "workers", "worker",
                 "--concurrency", str(concurrency), "--pool", "prefork", "--loglevel", "INFO",
-                "--without-gossip", "--without-mingle", "--without-heartbeat",
+                *([] if as_users_run_it else ["--without-gossip", "--without-mingle", "--without-heartbeat"]),
                 "--hostname", f"w{len(self.logs)}@%h",
             ],
             env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
@@ -123,8 +134,10 @@ def deploy(
         plans: Sequence[tuple[str, float] | tuple[str, float, dict[str, object]]],
         *,
         sim_rate_factor: float = 1.0,
+        redis_url: str | None = None,
     ) -> Deployment:
-        lines = [f'redis_url = "{redis_server.url}"', ""]
+        redis_url = redis_url or redis_server.url
+        lines = [f'redis_url = "{redis_url}"', ""]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DISPATCH_", "PYTEST_"))}
         for spec in plans:
             plan, rate = spec[0], spec[1]
@@ -148,7 +161,7 @@ def deploy(
         # Several worker "hosts" share this machine: only tests that read the per-host
         # histograms give a worker a metrics port (start_worker(extra_env=...)).
         env["DISPATCH_WORKER_METRICS_PORT"] = "0"
-        d = Deployment(cfg, env, redis_server.url)
+        d = Deployment(cfg, env, redis_url)
         made.append(d)
         return d
 

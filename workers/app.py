@@ -16,11 +16,13 @@ import logging
 import sys
 from typing import Any
 
-from celery import Celery, signals
+import redis
+from celery import Celery, bootsteps, signals
 
-from dispatcher import procmetrics
+from dispatcher import brokerguard, health, persistence, procmetrics
 from dispatcher.config import Settings
 from dispatcher.errors import ConfigError
+from dispatcher.health import Heartbeat
 from dispatcher.runtime import Runtime
 from dispatcher.scheduler import Ticker
 
@@ -30,7 +32,10 @@ except ConfigError as exc:
     print(str(exc), file=sys.stderr)
     raise SystemExit(2) from None
 
+log = logging.getLogger("dispatcher.worker")
 runtime = Runtime(settings)
+# Without it a Redis broker restart can kill the worker for good (dispatcher/brokerguard.py).
+brokerguard.install()
 
 app = Celery("dispatcher", broker=settings.broker_url, include=["workers.tasks"])
 app.conf.update(
@@ -46,12 +51,34 @@ app.conf.update(
     worker_send_task_events=False,
 )
 
+
+class _CheckRedis(bootsteps.StartStopStep):
+    """Refuse to start on a Redis that would evict the dispatcher's keys (docs/operations.md).
+
+    An unreachable Redis is no reason to refuse: the worker waits for it like for any outage,
+    and the ticker checks again each time Redis comes back.
+    """
+
+    def start(self, worker: Any) -> None:
+        try:
+            ok = persistence.report(runtime.redis)
+        except redis.RedisError as exc:
+            log.warning(
+                "cannot check Redis now (%s); it is checked when Redis answers",
+                exc.__class__.__name__,
+            )
+            return
+        if not ok:
+            raise SystemExit(2)
+
+
+app.steps["worker"].add(_CheckRedis)
+
 _ticker: Ticker | None = None
-log = logging.getLogger("dispatcher.worker")
 
 
 @signals.worker_ready.connect
-def _start_ticker(**_: Any) -> None:
+def _start_ticker(sender: Any = None, **_: Any) -> None:
     """One ticker per worker host process, in the parent (it outlives pool children)."""
     global _ticker
     from workers.tasks import drain
@@ -59,7 +86,8 @@ def _start_ticker(**_: Any) -> None:
     def start(plan: str) -> None:
         drain.apply_async((plan,))
 
-    _ticker = Ticker(runtime.redis, start)
+    hostname = str(getattr(sender, "hostname", "") or "worker")
+    _ticker = Ticker(runtime.redis, start, heartbeat=Heartbeat(health.default_path(), hostname))
     _ticker.start()
     log.info("dispatcher ticker started; plans: %s", ", ".join(sorted(settings.plans)) or "none")
 
@@ -68,6 +96,8 @@ def _start_ticker(**_: Any) -> None:
 def _stop_ticker(**_: Any) -> None:
     if _ticker is not None:
         _ticker.stop()
+        if _ticker.heartbeat is not None:
+            _ticker.heartbeat.clear()
 
 
 # Latency histograms: one server per worker host, in the parent (see dispatcher/procmetrics.py).
