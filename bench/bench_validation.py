@@ -30,10 +30,10 @@ from typing import Any
 import phonenumbers
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from dispatcher import numbers
+from dispatcher.campaign import msisdn as numbers
+from dispatcher.campaign.msisdn import MAX_DIGITS, check, check_unique, is_valid, normalize
+from dispatcher.campaign.parameters import Prepared, prepare
 from dispatcher.errors import InvalidNumber
-from dispatcher.numbers import MAX_DIGITS, check, check_unique, is_valid, normalize
-from dispatcher.validation import Prepared, prepare
 
 BODY = "Hi ${name}, your order has shipped and arrives tomorrow. Reply STOP to opt out."
 NAMES = [

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from dispatcher.campaign.parameters import Prepared, prepare, validate_schedule, validate_sender
 from dispatcher.config import PlanConfig, Settings
 from dispatcher.errors import CampaignError, ConfigError
 from dispatcher.models import (
@@ -24,7 +25,6 @@ from dispatcher.models import (
     PlanStatus,
 )
 from dispatcher.store import PreparedBatch, Store, new_id, wraps_redis_errors
-from dispatcher.validation import Prepared, prepare, validate_schedule, validate_sender
 
 
 class Dispatcher:

@@ -425,7 +425,7 @@ def dlq_purge(
 @handle_errors
 def preview(body: str, recipients: str | None, defaults: tuple[str, ...], as_json: bool) -> None:
     """How a body will be encoded and into how many parts (no config, no Redis needed)."""
-    from dispatcher.encoding import analyze
+    from dispatcher.campaign.encoding import analyze
 
     info = analyze(body)
     data: dict[str, Any] = {
@@ -434,7 +434,7 @@ def preview(body: str, recipients: str | None, defaults: tuple[str, ...], as_jso
         "parts": info.parts,
     }
     if recipients:
-        from dispatcher.validation import prepare
+        from dispatcher.campaign.parameters import prepare
 
         numbers, params = _read_recipients(recipients)
         for item in defaults:

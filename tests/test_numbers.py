@@ -17,8 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from dispatcher.errors import InvalidNumber
-from dispatcher.numbers import (
+from dispatcher.campaign.msisdn import (
     _fast_valid,
     _verdict,
     check,
@@ -28,6 +27,7 @@ from dispatcher.numbers import (
     normalize,
     region_of,
 )
+from dispatcher.errors import InvalidNumber
 
 
 def reference_valid(digits: str) -> bool:

@@ -18,11 +18,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.encoding import analyze
+from dispatcher.campaign.encoding import analyze
+from dispatcher.campaign.msisdn import check
+from dispatcher.campaign.parameters import (
+    Invalid,
+    Prepared,
+    prepare,
+    validate_schedule,
+    validate_sender,
+)
+from dispatcher.campaign.template import Template, placeholders, render
 from dispatcher.errors import CampaignError, InvalidNumber
-from dispatcher.numbers import check
-from dispatcher.template import Template, placeholders, render
-from dispatcher.validation import Invalid, Prepared, prepare, validate_schedule, validate_sender
 
 SE1, SE2, SE3 = "46701234567", "46701234568", "46701234569"
 

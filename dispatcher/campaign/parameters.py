@@ -32,10 +32,10 @@ from datetime import UTC, datetime, timedelta
 from itertools import compress, repeat
 from typing import Final, Literal, cast
 
-from dispatcher.encoding import MAX_BODY_CHARS, analyze, body_length
+from dispatcher.campaign.encoding import MAX_BODY_CHARS, analyze, body_length
+from dispatcher.campaign.msisdn import Checked, check, check_many, check_unique
+from dispatcher.campaign.template import Template
 from dispatcher.errors import CampaignError, InvalidNumber
-from dispatcher.numbers import Checked, check, check_many, check_unique
-from dispatcher.template import Template
 
 __all__ = [
     "MAX_EXPIRY",
