@@ -79,7 +79,7 @@ def _figures(arrivals: list[dict[str, Any]]) -> tuple[float, float, float]:
 
 def celery_run(sim: SimProcess, broker_url: str, tasks: int) -> tuple[float, float, float]:
     from dispatcher.api import build_batches
-    from dispatcher.campaign.parameters import prepare
+    from dispatcher.campaign.prepare import prepare
     from dispatcher.config import PlanConfig
 
     plan = PlanConfig("celery", sim.url, "T", LIMIT, LIMIT, BATCH)

@@ -30,7 +30,7 @@ from bench import (
     worst_window,
 )
 from dispatcher.api import Dispatcher, build_batches
-from dispatcher.campaign.parameters import prepare
+from dispatcher.campaign.prepare import prepare
 from dispatcher.localredis import LocalRedis
 from dispatcher.models import Campaign
 
