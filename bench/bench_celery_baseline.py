@@ -79,8 +79,8 @@ def _figures(arrivals: list[dict[str, Any]]) -> tuple[float, float, float]:
 
 def celery_run(sim: SimProcess, broker_url: str, tasks: int) -> tuple[float, float, float]:
     from dispatcher.api import build_batches
+    from dispatcher.campaign.prepare import prepare
     from dispatcher.config import PlanConfig
-    from dispatcher.validation import prepare
 
     plan = PlanConfig("celery", sim.url, "T", LIMIT, LIMIT, BATCH)
     numbers = mobiles(tasks * BATCH, 5_000_000)

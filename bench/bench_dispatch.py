@@ -30,9 +30,9 @@ from bench import (
     worst_window,
 )
 from dispatcher.api import Dispatcher, build_batches
+from dispatcher.campaign.prepare import prepare
 from dispatcher.localredis import LocalRedis
 from dispatcher.models import Campaign
-from dispatcher.validation import prepare
 
 WORKERS = 2
 BODY = "Hello from the benchmark"

@@ -35,9 +35,9 @@ def _rss_mb() -> float:
 def child(case: str, url: str, n: int) -> dict[str, Any]:
     """Runs in the child process: one case, its figures as a dict."""
     from dispatcher.api import Dispatcher, build_batches
+    from dispatcher.campaign.prepare import Prepared
     from dispatcher.config import Settings
     from dispatcher.models import Campaign
-    from dispatcher.validation import Prepared
 
     settings = Settings.from_mapping(
         {

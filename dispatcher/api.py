@@ -7,12 +7,14 @@ bytes.  A campaign that is rejected writes nothing.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 import redis
 
+from dispatcher.campaign.originator import validate_originator
+from dispatcher.campaign.prepare import Prepared, prepare
+from dispatcher.campaign.recipients import check_unique
+from dispatcher.campaign.schedule import validate_schedule
 from dispatcher.config import PlanConfig, Settings
 from dispatcher.errors import CampaignError, ConfigError
 from dispatcher.models import (
@@ -20,11 +22,11 @@ from dispatcher.models import (
     CampaignStatus,
     DeadLetter,
     EnqueueResult,
-    InvalidRecipient,
     PlanStatus,
 )
+from dispatcher.parallel import check_unique as check_unique_forked
+from dispatcher.sinch import payload
 from dispatcher.store import PreparedBatch, Store, new_id, wraps_redis_errors
-from dispatcher.validation import Prepared, prepare, validate_schedule, validate_sender
 
 
 class Dispatcher:
@@ -45,21 +47,29 @@ class Dispatcher:
 
     # ------------------------------------------------------------ campaigns
     @wraps_redis_errors
-    def enqueue(self, campaign: Campaign) -> EnqueueResult:
+    def enqueue(self, campaign: Campaign, *, parallel: bool = False) -> EnqueueResult:
         """Validate and queue a campaign; returns its id (with the validation report).
 
         Raises :class:`CampaignError` (one line, nothing written) for bad input: an unknown
         plan, no recipients, an empty or too long body, a bad sender or schedule, or with
         ``strict`` any invalid recipient.
+
+        ``parallel=True`` lets a large recipient list be checked in a forked second process
+        (see :mod:`dispatcher.parallel`): only for a caller that owns its process, such as the
+        CLI; a web server or a worker calling this must not have its process forked.
         """
         try:
             plan = self.settings.plan(campaign.plan)
         except ConfigError as exc:
             raise CampaignError(str(exc)) from None
-        sender = validate_sender(campaign.sender)
+        sender = validate_originator(campaign.sender)
         send_at, expire_at = validate_schedule(campaign.send_at, campaign.expire_at)
         prepared = prepare(
-            campaign.body, campaign.recipients, campaign.parameters, strict=campaign.strict
+            campaign.body,
+            campaign.recipients,
+            campaign.parameters,
+            strict=campaign.strict,
+            checker=check_unique_forked if parallel else check_unique,
         )
         campaign_id = new_id("c")
         batches = build_batches(
@@ -81,7 +91,7 @@ class Dispatcher:
             recipients=len(prepared.recipients),
             batches=len(batches),
             duplicates=prepared.duplicates,
-            invalid=[InvalidRecipient(i.to, i.reason) for i in prepared.invalid],
+            invalid=prepared.invalid,
             encoding=prepared.encoding,
             max_parts=prepared.max_parts,
             total_parts=prepared.total_parts,
@@ -159,42 +169,17 @@ def build_batches(
     send_at: str | None = None,
     expire_at: str | None = None,
 ) -> list[PreparedBatch]:
-    """Split into batches of ``plan.batch_size`` and render each request body once.
-
-    The constant part of the JSON is encoded once; per batch only the recipient list (and the
-    parameters of those recipients) is encoded.
-    """
-    common: dict[str, Any] = {"from": sender, "body": body, "delivery_report": "none"}
-    if send_at:
-        common["send_at"] = send_at
-    if expire_at:
-        common["expire_at"] = expire_at
-    head = json.dumps(common, ensure_ascii=False, separators=(",", ":"))[:-1]
-    size = plan.batch_size
-    recipients = prepared.recipients
-    params = prepared.parameters
-    out: list[PreparedBatch] = []
-    for i, start in enumerate(range(0, len(recipients), size)):
-        chunk = recipients[start : start + size]
-        batch_id = f"{campaign_id}.{i}"
-        parts = [head, ',"client_reference":"', batch_id, '","to":', json.dumps(chunk)]
-        if params:
-            parts += [
-                ',"parameters":',
-                json.dumps(_batch_parameters(params, chunk), ensure_ascii=False),
-            ]
-        parts.append("}")
-        out.append(PreparedBatch(batch_id, len(chunk), "".join(parts).encode()))
-    return out
-
-
-def _batch_parameters(
-    params: Mapping[str, Mapping[str, str]], chunk: Sequence[str]
-) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    for key, values in params.items():
-        sub = {m: values[m] for m in chunk if m in values}
-        if "default" in values:
-            sub["default"] = values["default"]
-        out[key] = sub
-    return out
+    """Split into batches of ``plan.batch_size``, each request body rendered once."""
+    return [
+        PreparedBatch(batch_id, n, data)
+        for batch_id, n, data in payload.build(
+            campaign_id,
+            sender,
+            body,
+            prepared.recipients,
+            prepared.parameters,
+            batch_size=plan.batch_size,
+            send_at=send_at,
+            expire_at=expire_at,
+        )
+    ]

@@ -194,6 +194,8 @@ def enqueue(
             raise CampaignError(f"--default {item!r}: expected KEY=VALUE")
         params.setdefault(key, {})["default"] = value
     d = _dispatcher(config)
+    # This process is the CLI's own and ends after the call: a second core for the check of
+    # a large list is safe here (Dispatcher.enqueue never forks unless asked).
     result = d.enqueue(
         Campaign(
             plan=plan,
@@ -204,7 +206,8 @@ def enqueue(
             send_at=send_at,
             expire_at=expire_at,
             strict=strict,
-        )
+        ),
+        parallel=True,
     )
     if as_json:
         _print_json(result.to_json())
@@ -426,7 +429,7 @@ def dlq_purge(
 @handle_errors
 def preview(body: str, recipients: str | None, defaults: tuple[str, ...], as_json: bool) -> None:
     """How a body will be encoded and into how many parts (no config, no Redis needed)."""
-    from dispatcher.encoding import analyze
+    from dispatcher.campaign.encoding import analyze
 
     info = analyze(body)
     data: dict[str, Any] = {
@@ -435,7 +438,7 @@ def preview(body: str, recipients: str | None, defaults: tuple[str, ...], as_jso
         "parts": info.parts,
     }
     if recipients:
-        from dispatcher.validation import prepare
+        from dispatcher.campaign.prepare import prepare
 
         numbers, params = _read_recipients(recipients)
         for item in defaults:

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher.errors import ConfigError
+from dispatcher.sinch.limits import MAX_BATCH_RECIPIENTS
 
 DEFAULT_CONFIG_PATH = "config/dispatch.toml"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_METRICS_PORT = 9808
-MAX_BATCH = 1000  # the API's limit on `to` (seed 003, API.md 1.1)
+MAX_BATCH = MAX_BATCH_RECIPIENTS
 
 REGIONS: Mapping[str, str] = {
     "us": "https://us.sms.api.sinch.com",

@@ -30,8 +30,10 @@ class Campaign:
     strict: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InvalidRecipient:
+    """A recipient that will not be sent to; ``to`` exactly as the user gave it."""
+
     to: str
     reason: str
 

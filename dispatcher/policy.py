@@ -17,7 +17,7 @@ from enum import StrEnum
 
 import tenacity
 
-from dispatcher.client import ProviderResponse
+from dispatcher.sinch.client import ProviderResponse
 
 
 class Action(StrEnum):

@@ -11,9 +11,9 @@ import threading
 
 import redis
 
-from dispatcher.client import SinchClient
 from dispatcher.config import Settings
 from dispatcher.sender import Sender
+from dispatcher.sinch.client import SinchClient
 
 
 class Runtime:

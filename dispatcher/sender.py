@@ -26,12 +26,13 @@ from typing import Any
 import redis
 
 from dispatcher import keys
-from dispatcher.client import ProviderResponse, SinchClient
 from dispatcher.config import PlanConfig, Settings
 from dispatcher.errors import LookupFailed
 from dispatcher.metrics import REQUEST_DURATION, TOKEN_WAIT
 from dispatcher.policy import Action, Backoff, decide
 from dispatcher.scripts import for_client
+from dispatcher.sinch import payload as batch_body
+from dispatcher.sinch.client import ProviderResponse, SinchClient
 from dispatcher.store import new_id
 
 log = logging.getLogger("dispatcher.sender")
@@ -424,22 +425,7 @@ class Sender:
         suspect: Sequence[str] | None = None,
         then_suspect: Sequence[str] | None = None,
     ) -> str | None:
-        body = json.loads(payload)
-        to: list[str] = body["to"]
-        params: dict[str, dict[str, str]] | None = body.get("parameters")
-        parts: list[tuple[str, int, bytes]] = []
-        start = 0
-        for i, size in enumerate(sizes, 1):
-            chunk = to[start : start + size]
-            start += size
-            part_id = f"{head}.{i}"
-            part = dict(body, to=chunk, client_reference=part_id)
-            if params:
-                wanted = set(chunk) | {"default"}
-                part["parameters"] = {
-                    k: {m: v for m, v in vals.items() if m in wanted} for k, vals in params.items()
-                }
-            parts.append((part_id, len(chunk), json.dumps(part, separators=(",", ":")).encode()))
+        parts = batch_body.split(payload, sizes, head)
         k = len(parts)
         sus = list(suspect or [""] * k)
         then = list(then_suspect or [""] * k)
@@ -456,7 +442,7 @@ class Sender:
         payload = self.r.hget(keys.batch(plan.id, head), "payload")
         if not isinstance(payload, bytes):
             return self._head(plan.id)
-        n = len(json.loads(payload)["to"])
+        n = len(batch_body.recipients(payload))
         size = max(1, min(plan.batch_size, int(plan.burst)))
         sizes = [min(size, n - i) for i in range(0, n, size)]
         log.info(

@@ -7,7 +7,6 @@ each operation one pipeline or one script so that it is all-or-nothing.
 from __future__ import annotations
 
 import functools
-import json
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,6 +20,7 @@ from dispatcher import keys
 from dispatcher.errors import NotFound, RedisUnavailable, StorageError
 from dispatcher.models import CampaignState, CampaignStatus, DeadLetter
 from dispatcher.scripts import for_client
+from dispatcher.sinch import payload as batch_body
 
 # Enqueue writes a campaign in MULTI/EXEC chunks of this many commands' worth of batches: one
 # transaction keeps it all-or-nothing, chunking the pipeline keeps client memory flat.
@@ -294,9 +294,7 @@ class Store:
                 continue  # replayed or purged meanwhile
             campaign = _s(raw[1])
             new_bid = f"{_s(raw[2])}.r{secrets.token_hex(2)}"
-            body = json.loads(raw[0])
-            body["client_reference"] = new_bid
-            payload = json.dumps(body, separators=(",", ":")).encode()
+            payload = batch_body.rereference(raw[0], new_bid)
             n = self.scripts.replay(
                 keys=[
                     keys.dlq_entry(p, eid),
@@ -330,14 +328,13 @@ class Store:
 
 def _dead_letter(row: Mapping[Any, Any]) -> DeadLetter:
     f = {_s(k): v for k, v in row.items()}
-    payload = json.loads(f["payload"])
     status = _s(f.get("status", b""))
     return DeadLetter(
         id=_s(f["id"]),
         plan=_s(f["plan"]),
         campaign_id=_s(f.get("campaign", b"")),
         batch_id=_s(f["batch_id"]),
-        recipients=[str(t).lstrip("+") for t in payload.get("to", [])],
+        recipients=batch_body.recipients(f["payload"]),
         status=int(status) if status.isdigit() else None,
         code=_s(f.get("code", b"")),
         text=_s(f.get("text", b"")),

@@ -19,10 +19,15 @@ from typing import Any, ClassVar
 
 import pytest
 
-from dispatcher.client import ProviderResponse, SinchClient, parse_error_body, parse_retry_after
 from dispatcher.config import PlanConfig, Secret
 from dispatcher.errors import LookupFailed
 from dispatcher.policy import Action, decide
+from dispatcher.sinch.client import (
+    ProviderResponse,
+    SinchClient,
+    parse_error_body,
+    parse_retry_after,
+)
 from sinch_simulator import PlanSpec, Simulator
 
 TOKEN = "tok-client-s3cr3t-0123456789"

@@ -19,10 +19,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from dispatcher import Campaign, Dispatcher, RedisUnavailable, StorageError, keys
-from dispatcher.client import ProviderResponse, SinchClient
 from dispatcher.config import PlanConfig, Settings
 from dispatcher.scripts import for_client
 from dispatcher.sender import Sender, Timing
+from dispatcher.sinch.client import ProviderResponse, SinchClient
 from sinch_simulator import Simulator
 from tests.conftest import Deployment, wait_until
 from tests.test_envelope import assert_fifo, mobiles

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.encoding import MAX_BODY_CHARS, BodyInfo, analyze, body_length, split_parts
+from dispatcher.campaign.encoding import BodyInfo, analyze, body_length, split_parts
+from dispatcher.sinch.limits import MAX_BODY_CHARS
 
 # ------------------------------------------------------------------ reference implementation
 # GSM 03.38 default alphabet by code 0x00..0x7F; None at 0x1B (the escape to the extension).

@@ -17,17 +17,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from dispatcher.errors import InvalidNumber
-from dispatcher.numbers import (
-    _fast_valid,
-    _verdict,
+from dispatcher import parallel
+from dispatcher.campaign.msisdn import (
     check,
     check_many,
-    check_unique,
     is_valid,
     normalize,
     region_of,
 )
+from dispatcher.campaign.numbering import fast_valid, verdict
+from dispatcher.campaign.recipients import check_unique
+from dispatcher.errors import InvalidNumber
 
 
 def reference_valid(digits: str) -> bool:
@@ -218,8 +218,8 @@ def test_check_unique_matches_check() -> None:
 def test_check_unique_in_two_processes_matches_one() -> None:
     raws = [*EXAMPLES_FOR_FORK, "x", "+0123", EXAMPLES_FOR_FORK[0], "+" + EXAMPLES_FOR_FORK[1]]
     raws = raws * 3
-    serial = check_unique(raws, parallel=False)
-    forked = check_unique(raws, parallel=True)
+    serial = check_unique(raws)
+    forked = parallel.check_unique(raws, parallel=True)
     assert forked.first == serial.first
     assert list(forked.first) == list(serial.first)
     assert forked.duplicates == serial.duplicates
@@ -330,11 +330,11 @@ def test_agrees_with_phonenumbers_on_large_sample() -> None:
         if expected is None:
             continue
         valid += 1
-        canonical = _verdict(digits)
+        canonical = verdict(digits)
         assert canonical == expected, digits
-        assert _verdict(expected) == expected  # idempotent: check(check(x)) == check(x)
-        # The fast path may decline (then _verdict decides) but never accepts wrongly.
-        if _fast_valid(digits):
+        assert verdict(expected) == expected  # idempotent: check(check(x)) == check(x)
+        # The fast path may decline (then verdict decides) but never accepts wrongly.
+        if fast_valid(digits):
             assert canonical == digits
     assert valid > SAMPLE_SIZE // 5  # the sample is not all noise
 
@@ -343,7 +343,7 @@ def test_region_of_agrees_with_phonenumbers() -> None:
     for digits in sample(3_000, seed=7):
         if reference_valid(digits):
             expected = phonenumbers.region_code_for_number(phonenumbers.parse("+" + digits))
-            assert region_of(str(_verdict(digits))) == expected, digits
+            assert region_of(str(verdict(digits))) == expected, digits
 
 
 @settings(max_examples=300, deadline=None)

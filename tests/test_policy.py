@@ -26,10 +26,10 @@ import pytest
 import redis
 
 from dispatcher import Campaign, Dispatcher, keys
-from dispatcher.client import ProviderResponse, SinchClient
 from dispatcher.config import Settings
 from dispatcher.policy import RULES, Action, Backoff, Rule, decide
 from dispatcher.sender import Sender, Timing
+from dispatcher.sinch.client import ProviderResponse, SinchClient
 from dispatcher.store import PreparedBatch, Store, new_id
 from sinch_simulator import Simulator
 from tests.conftest import ROOT, Deployment, wait_until

@@ -23,9 +23,9 @@ import pytest
 import redis
 
 from dispatcher import Campaign, Dispatcher, keys
-from dispatcher.client import SinchClient
 from dispatcher.config import Settings
 from dispatcher.errors import ConfigError, LookupFailed
+from dispatcher.sinch.client import SinchClient
 from sinch_simulator import Simulator
 from tests.conftest import ROOT, Deployment, wait_until
 

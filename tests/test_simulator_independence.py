@@ -53,11 +53,11 @@ def dispatcher_imports(source: str, filename: str = "<string>") -> list[str]:
     "source",
     [
         "import dispatcher",
-        "import os, dispatcher.numbers as n",
-        "from dispatcher import encoding",
-        "from dispatcher.numbers import normalize",
-        "def f():\n    from dispatcher.encoding import analyze\n",
-        "import importlib\nimportlib.import_module('dispatcher.template')",
+        "import os, dispatcher.campaign.msisdn as n",
+        "from dispatcher.campaign import encoding",
+        "from dispatcher.campaign.msisdn import normalize",
+        "def f():\n    from dispatcher.campaign.encoding import analyze\n",
+        "import importlib\nimportlib.import_module('dispatcher.campaign.template')",
         "__import__('dispatcher')",
     ],
 )

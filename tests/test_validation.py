@@ -1,4 +1,4 @@
-"""prepare(), validate_sender() and validate_schedule(): the enqueue-time report.
+"""prepare(), validate_originator() and validate_schedule(): the enqueue-time report.
 
 prepare() is compared, on hypothesis-generated campaigns, with a reference written here the
 obvious way (check each number, look each parameter up by trying every key, render with
@@ -18,11 +18,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.encoding import analyze
+from dispatcher.campaign.encoding import analyze
+from dispatcher.campaign.msisdn import check
+from dispatcher.campaign.originator import validate_originator
+from dispatcher.campaign.prepare import Prepared, prepare
+from dispatcher.campaign.schedule import validate_schedule
+from dispatcher.campaign.template import Template, placeholders, render
 from dispatcher.errors import CampaignError, InvalidNumber
-from dispatcher.numbers import check
-from dispatcher.template import Template, placeholders, render
-from dispatcher.validation import Invalid, Prepared, prepare, validate_schedule, validate_sender
+from dispatcher.models import InvalidRecipient
 
 SE1, SE2, SE3 = "46701234567", "46701234568", "46701234569"
 
@@ -40,7 +43,7 @@ def reference_prepare(
 ) -> dict[str, Any]:
     keys = list(dict.fromkeys(re.findall(r"\$\{([^}]+)\}", body)))
     valid: list[str] = []
-    invalid: list[Invalid] = []
+    invalid: list[InvalidRecipient] = []
     duplicates = 0
     seen: set[str] = set()
     used: dict[str, dict[str, str]] = {k: {} for k in keys}
@@ -58,7 +61,7 @@ def reference_prepare(
         try:
             msisdn = check(raw)
         except InvalidNumber as exc:
-            invalid.append(Invalid(raw, exc.reason))
+            invalid.append(InvalidRecipient(raw, exc.reason))
             continue
         if msisdn in seen:
             duplicates += 1
@@ -87,7 +90,7 @@ def reference_prepare(
             elif not text.strip():
                 problem = "message is empty after substitution"
         if problem is not None:
-            invalid.append(Invalid(raw, problem))
+            invalid.append(InvalidRecipient(raw, problem))
             continue
         valid.append(msisdn)
         for key, value in explicit.items():
@@ -217,7 +220,7 @@ def test_duplicates_after_normalization_first_wins() -> None:
     prepared = prepare("Hello", raws)
     assert prepared.recipients == [SE1, SE2]
     assert prepared.duplicates == 3
-    assert prepared.invalid == [Invalid("nope", "not a number: contains letters")]
+    assert prepared.invalid == [InvalidRecipient("nope", "not a number: contains letters")]
     assert prepared.parameters is None
     assert (prepared.encoding, prepared.min_parts, prepared.max_parts) == ("GSM-7", 1, 1)
     assert prepared.total_parts == 2
@@ -272,7 +275,9 @@ def test_missing_parameter_invalidates_only_that_recipient() -> None:
         "Hi ${first} ${last}", [SE1, SE2], {"first": {SE1: "A", SE2: "B"}, "last": {SE1: "C"}}
     )
     assert prepared.recipients == [SE1]
-    assert prepared.invalid == [Invalid(SE2, "no value for parameter 'last' and no default")]
+    assert prepared.invalid == [
+        InvalidRecipient(SE2, "no value for parameter 'last' and no default")
+    ]
     assert prepared.parameters == {"first": {SE1: "A"}, "last": {SE1: "C"}}
 
 
@@ -327,8 +332,8 @@ def test_rendered_message_too_long_or_empty() -> None:
     )
     assert prepared.recipients == [SE1]
     assert prepared.invalid == [
-        Invalid(SE2, "message is 2001 characters after substitution; the maximum is 2000"),
-        Invalid(SE3, "message is empty after substitution"),
+        InvalidRecipient(SE2, "message is 2001 characters after substitution; the maximum is 2000"),
+        InvalidRecipient(SE3, "message is empty after substitution"),
     ]
     assert prepared.max_parts == 14
 
@@ -454,7 +459,7 @@ def test_prepare_matches_reference(
     ],
 )
 def test_valid_senders(sender: str, expected: str) -> None:
-    assert validate_sender(sender) == expected
+    assert validate_originator(sender) == expected
 
 
 @pytest.mark.parametrize(
@@ -490,7 +495,7 @@ def test_valid_senders(sender: str, expected: str) -> None:
 )
 def test_invalid_senders(sender: str, message: str) -> None:
     with pytest.raises(CampaignError) as caught:
-        validate_sender(sender)
+        validate_originator(sender)
     assert str(caught.value) == message
 
 

@@ -29,15 +29,11 @@ from typing import Final, Literal
 __all__ = [
     "GSM_BASIC",
     "GSM_EXTENSION",
-    "MAX_BODY_CHARS",
     "BodyInfo",
     "analyze",
     "body_length",
     "split_parts",
 ]
-
-MAX_BODY_CHARS: Final = 2000
-"""The API's limit on ``body`` (API.md 1.1); counted by :func:`body_length`."""
 
 GSM_SINGLE_SEPTETS: Final = 160
 GSM_PART_SEPTETS: Final = 153
@@ -125,7 +121,7 @@ def _info(cache: dict[int, BodyInfo], encoding: Encoding, size: int) -> BodyInfo
 
 
 def body_length(text: str) -> int:
-    """Length as the API counts the 2000-character limit: UTF-16 code units.
+    """Length as the API counts it against ``MAX_BODY_CHARS``: UTF-16 code units.
 
     The provider is a JVM service (string lengths are UTF-16 units); counting that way never
     accepts a body the API could reject, and equals ``len(text)`` for all BMP text.

@@ -1,165 +1,39 @@
-"""Enqueue-time checks: what is wrong with a campaign, found before anything is queued.
+"""Parameter values per recipient, and what each rendered message costs.
 
-Everything the provider would reject per recipient (a bad number, a missing parameter, a
-rendered body over the limit) is cheaper to report at enqueue than to learn from a 400 that
-dead-letters a whole batch of 1000, and a campaign-level mistake (empty body, bad sender,
-impossible schedule) should stop the campaign with one readable line.  Pure functions: no
-Redis, no I/O, so the CLI's ``preview`` can run them too.
+Everything the provider would reject per recipient (a missing parameter, a rendered body over
+the limit or empty) is cheaper to report at enqueue than to learn from a 400 that
+dead-letters a whole batch of 1000.  Decisions the seeds leave open (docs/validation.md has
+the full list):
 
-Decisions the seeds leave open (docs/validation.md has the full list):
-
-* Duplicates are judged after normalization; the first occurrence wins, later ones are only
-  counted.  ``len(recipients) + len(invalid) + duplicates == len(input)`` always holds.
 * Parameter keys may be written in any accepted number form.  A recipient's value is the
   one under its own spelling, else under its canonical number, else under another spelling
   of its number (the first such key), else the default.  Keys that are not numbers match no
   one; the output keeps only the keys the body uses, and their values only for recipients
   that go out.
-* A placeholder with no values at all (no such column and no default) is a campaign error,
-  not a million identical per-recipient ones.
-* When every recipient is invalid (and not ``strict``) the result simply has no recipients;
-  the caller decides whether that is an error.
+* A placeholder with no values at all (no such column and no default) is a campaign error
+  (:func:`dispatcher.campaign.prepare.prepare` says so before this module is reached).
 """
 
 from __future__ import annotations
 
-import gc
 import operator
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from itertools import compress, repeat
 from typing import Final, Literal, cast
 
-from dispatcher.encoding import MAX_BODY_CHARS, analyze, body_length
-from dispatcher.errors import CampaignError, InvalidNumber
-from dispatcher.numbers import Checked, check, check_many, check_unique
-from dispatcher.template import Template
+from dispatcher.campaign.encoding import analyze, body_length
+from dispatcher.campaign.msisdn import check_many
+from dispatcher.campaign.recipients import Checked
+from dispatcher.campaign.result import Prepared, invalid_entry
+from dispatcher.campaign.template import Template
+from dispatcher.errors import CampaignError
+from dispatcher.models import InvalidRecipient
+from dispatcher.sinch.limits import MAX_BODY_CHARS
 
-__all__ = [
-    "MAX_EXPIRY",
-    "CampaignError",
-    "Invalid",
-    "Prepared",
-    "prepare",
-    "validate_schedule",
-    "validate_sender",
-]
-
-MAX_EXPIRY: Final = timedelta(days=3)
-"""expire_at may be at most this long after send_at (API.md 1.1)."""
+__all__ = ["DEFAULT_KEY", "parameterized"]
 
 DEFAULT_KEY: Final = "default"
-_QUOTE_LIMIT: Final = 40
-
-
-@dataclass(frozen=True, slots=True)
-class Invalid:
-    """A recipient that will not be sent to; ``to`` exactly as the user gave it."""
-
-    to: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A validated campaign, ready to be cut into batches.
-
-    The part figures cover the recipients that go out (all 0 when none do); ``encoding`` is
-    the body's own when no recipient goes out.
-    """
-
-    recipients: list[str]
-    invalid: list[Invalid]
-    duplicates: int
-    parameters: dict[str, dict[str, str]] | None
-    encoding: Literal["GSM-7", "UCS-2"]
-    max_parts: int
-    total_parts: int
-    min_parts: int
-
-
-def prepare(
-    body: str,
-    recipients: Sequence[str],
-    parameters: Mapping[str, Mapping[str, str]] | None = None,
-    *,
-    strict: bool = False,
-) -> Prepared:
-    """Validate a campaign; raises :class:`CampaignError` for what invalidates all of it."""
-    if not body or body.isspace():
-        raise CampaignError("body is empty")
-    length = body_length(body)
-    if length > MAX_BODY_CHARS:
-        raise CampaignError(f"body is {length} characters long; the maximum is {MAX_BODY_CHARS}")
-    if not recipients:
-        raise CampaignError("no recipients")
-    template = Template(body)
-    keys = template.keys
-    if keys:
-        _require_parameters(keys, parameters)
-
-    # A million-recipient campaign allocates millions of small objects and none of them is
-    # garbage; the cyclic collector would rescan the growing heap dozens of times (a third of
-    # the run time).  Nothing here creates cycles, so it is paused for the duration.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        checked = check_unique(recipients)
-        if not keys:
-            return _plain(template.body, recipients, checked, strict)
-        assert parameters is not None  # _require_parameters
-        return _finish(_parameterized(template, recipients, checked, parameters), strict)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def _require_parameters(
-    keys: tuple[str, ...], parameters: Mapping[str, Mapping[str, str]] | None
-) -> None:
-    for key in keys:
-        if parameters is None or key not in parameters:
-            raise CampaignError(
-                f"the body uses ${{{key}}} but no values are given for {key!r} "
-                "(add a parameter column or a default)"
-            )
-        if not isinstance(parameters[key], Mapping):
-            raise CampaignError(
-                f"parameter {key!r} must map numbers (and 'default') to values, "
-                f"not {type(parameters[key]).__name__}"
-            )
-
-
-def _invalid(raw: object, result: object) -> Invalid:
-    reason = result.reason if isinstance(result, InvalidNumber) else str(result)
-    return Invalid(raw if isinstance(raw, str) else repr(raw), reason)
-
-
-@dataclass(slots=True)
-class _Outcome:
-    valid: list[str]
-    invalid: list[Invalid]
-    duplicates: int
-    parameters: dict[str, dict[str, str]] | None
-    encoding: Literal["GSM-7", "UCS-2"]
-    most: int
-    total: int
-    least: int
-
-
-def _plain(body: str, recipients: Sequence[str], checked: Checked, strict: bool) -> Prepared:
-    """No placeholders: one analysis serves every recipient."""
-    invalid = [_invalid(recipients[i], exc) for i, exc in checked.invalid.items()]
-    info = analyze(body)
-    valid = list(checked.first)
-    parts = info.parts if valid else 0
-    duplicates = len(checked.duplicates)
-    outcome = _Outcome(
-        valid, invalid, duplicates, None, info.encoding, parts, parts * len(valid), parts
-    )
-    return _finish(outcome, strict)
 
 
 class _Rendered:
@@ -174,12 +48,12 @@ class _Rendered:
         self.count = 0
 
 
-def _parameterized(
+def parameterized(
     template: Template,
     recipients: Sequence[str],
     checked: Checked,
     parameters: Mapping[str, Mapping[str, str]],
-) -> _Outcome:
+) -> Prepared:
     """Deduplicate, find each recipient's values, render once per distinct set of values.
 
     A recipient's value for a key is the one under its own spelling, else under its canonical
@@ -192,7 +66,7 @@ def _parameterized(
     """
     keys = template.keys
     first = checked.first
-    invalid_at = {i: _invalid(recipients[i], exc) for i, exc in checked.invalid.items()}
+    invalid_at = {i: invalid_entry(recipients[i], exc) for i, exc in checked.invalid.items()}
     duplicates = len(checked.duplicates)
     spelled: dict[str, str] = {}  # a duplicate's other spelling -> its canonical number
     canonical_spelled: set[str] = set()  # numbers a duplicate wrote in canonical form
@@ -223,7 +97,7 @@ def _parameterized(
         for msisdn, index in first.items():
             raw = recipients[index]
             resolved = _resolve(raw, msisdn, keys, tables, others, defaults)
-            if isinstance(resolved, Invalid):
+            if isinstance(resolved, InvalidRecipient):
                 invalid_at[index] = resolved
                 dropped.add(msisdn)
                 continue
@@ -232,7 +106,7 @@ def _parameterized(
             if rendered is None:
                 rendered = cache[values] = _render(template, values)
             if rendered.problem is not None:
-                invalid_at[index] = Invalid(raw, rendered.problem)
+                invalid_at[index] = InvalidRecipient(raw, rendered.problem)
                 dropped.add(msisdn)
                 continue
             for out, value, explicit in zip(outs, values, found, strict=True):
@@ -256,7 +130,7 @@ def _parameterized(
         encoding = analyze(template.body).encoding
         most = least = total = 0
     invalid = [invalid_at[i] for i in sorted(invalid_at)]
-    return _Outcome(valid, invalid, duplicates, parameters_out, encoding, most, total, least)
+    return Prepared(valid, invalid, duplicates, parameters_out, encoding, most, total, least)
 
 
 def _single_key(
@@ -268,7 +142,7 @@ def _single_key(
     spelled: Mapping[str, str],
     canonical_spelled: set[str],
     cache: dict[object, _Rendered],
-    invalid_at: dict[int, Invalid],
+    invalid_at: dict[int, InvalidRecipient],
     dropped: set[str],
 ) -> int:
     """The common case, one placeholder, with the per-recipient loop cut to the lookups.
@@ -325,7 +199,7 @@ def _single_key(
             problem = problems.get(value)
             if problem is not None:
                 index = first[msisdn]
-                invalid_at[index] = Invalid(recipients[index], problem)
+                invalid_at[index] = InvalidRecipient(recipients[index], problem)
                 dropped.add(msisdn)
                 del out[msisdn]
     sizes = {cache[value].parts for value in cache if value not in problems}
@@ -344,7 +218,7 @@ def _single_key(
         else:
             for msisdn in on_default:
                 index = first[msisdn]
-                invalid_at[index] = Invalid(recipients[index], shared.problem)
+                invalid_at[index] = InvalidRecipient(recipients[index], shared.problem)
                 dropped.add(msisdn)
     return total
 
@@ -356,7 +230,7 @@ def _resolve(
     tables: Sequence[Mapping[str, str]],
     others: Sequence[Mapping[str, str]],
     defaults: Sequence[str | None],
-) -> tuple[tuple[str, ...], list[bool]] | Invalid:
+) -> tuple[tuple[str, ...], list[bool]] | InvalidRecipient:
     """One recipient's values for several keys, and which are its own (not the default)."""
     values: list[str] = []
     found: list[bool] = []
@@ -459,8 +333,8 @@ def _first_in_table(
     return {msisdn: table[keys[0]] for msisdn, keys in spellings.items()}
 
 
-def _no_value(raw: str, key: str) -> Invalid:
-    return Invalid(raw, f"no value for parameter {key!r} and no default")
+def _no_value(raw: str, key: str) -> InvalidRecipient:
+    return InvalidRecipient(raw, f"no value for parameter {key!r} and no default")
 
 
 def _render(template: Template, values: tuple[str, ...]) -> _Rendered:
@@ -479,140 +353,3 @@ def _render(template: Template, values: tuple[str, ...]) -> _Rendered:
     else:
         problem = None
     return _Rendered(info.parts, info.encoding == "UCS-2", problem)
-
-
-def _finish(outcome: _Outcome, strict: bool) -> Prepared:
-    report = outcome.invalid
-    if strict and report:
-        first = report[0]
-        n = len(report)
-        raise CampaignError(
-            f"{n} invalid recipient{'s' if n != 1 else ''} "
-            f"(first: {_quote(first.to)}: {first.reason})"
-        )
-    return Prepared(
-        recipients=outcome.valid,
-        invalid=report,
-        duplicates=outcome.duplicates,
-        parameters=outcome.parameters,
-        encoding=outcome.encoding,
-        max_parts=outcome.most,
-        total_parts=outcome.total,
-        min_parts=outcome.least,
-    )
-
-
-def _quote(text: str) -> str:
-    """Quote user input for a one-line message: no newline or control character survives."""
-    if len(text) > _QUOTE_LIMIT:
-        text = text[: _QUOTE_LIMIT - 1] + "…"
-    return repr(text)
-
-
-# ---------------------------------------------------------------------------- sender
-_ALPHA_MAX: Final = 11
-_SHORT_CODE: Final = range(3, 9)
-# ASCII letters and digits plus punctuation that carriers generally pass through in an
-# alphanumeric originator (GSM 03.38 default alphabet, without characters that are commonly
-# rewritten or refused such as '@', '$', '_' or the extension table).
-_ALPHA_CHARS: Final = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 &-.'!?,+"
-)
-_NUMERIC_CHARS: Final = frozenset("0123456789+-.()[] ")
-
-
-def validate_sender(sender: str) -> str:
-    """The ``from`` to send: canonical MSISDN, short code, or alphanumeric name.
-
-    A sender made only of number characters is a phone number if it validates as one (written
-    with ``+``/``00`` it must), otherwise a short code of 3-8 digits; anything with a letter is
-    an alphanumeric sender of at most 11 characters.
-    """
-    text = sender.strip() if isinstance(sender, str) else ""
-    if not text:
-        raise CampaignError("sender is empty")
-    if set(text) <= _NUMERIC_CHARS:
-        try:
-            return check(text)
-        except InvalidNumber as exc:
-            digits = "".join(c for c in text if c.isdigit())
-            international = text.startswith(("+", "00"))
-            if not international and len(digits) in _SHORT_CODE and digits == text:
-                return digits
-            raise CampaignError(
-                f"sender {_quote(sender)} is not a valid phone number ({exc.reason}) "
-                f"nor a short code (3-8 digits)"
-            ) from None
-    if len(text) > _ALPHA_MAX:
-        raise CampaignError(
-            f"sender {_quote(sender)} is {len(text)} characters long; an alphanumeric "
-            f"sender has at most {_ALPHA_MAX}"
-        )
-    bad = sorted(set(text) - _ALPHA_CHARS)
-    if bad:
-        raise CampaignError(
-            f"sender {_quote(sender)} contains {', '.join(repr(c) for c in bad)}; use letters, "
-            "digits, space and & - . ' ! ? , +"
-        )
-    if not any(c.isalpha() for c in text):
-        raise CampaignError(f"sender {_quote(sender)} is neither a phone number nor a name")
-    return text
-
-
-# ---------------------------------------------------------------------------- schedule
-def validate_schedule(
-    send_at: str | None, expire_at: str | None, *, now: datetime | None = None
-) -> tuple[str | None, str | None]:
-    """Normalized ``(send_at, expire_at)`` in the API's form ``YYYY-MM-DDTHH:MM:SS.mmmZ``.
-
-    A send_at in the past is kept (the API sends at once, API.md 1.1); an expire_at must lie
-    in the future, after send_at and at most three days after it (or after now, if there is
-    no send_at).  No offset means UTC (seed 003).
-    """
-    current = _as_utc(now) if now is not None else datetime.now(UTC)
-    start = _parse_time("send_at", send_at)
-    end = _parse_time("expire_at", expire_at)
-    if end is not None:
-        if end <= current:
-            raise CampaignError(f"expire_at {_format_time(end)} is in the past")
-        reference = start if start is not None else current
-        if start is not None and end <= start:
-            raise CampaignError(
-                f"expire_at {_format_time(end)} is not after send_at {_format_time(start)}"
-            )
-        if end - reference > MAX_EXPIRY:
-            what = "send_at" if start is not None else "now"
-            raise CampaignError(
-                f"expire_at {_format_time(end)} is more than 3 days after {what} "
-                f"{_format_time(reference)}"
-            )
-    return (
-        None if start is None else _format_time(start),
-        None if end is None else _format_time(end),
-    )
-
-
-def _parse_time(name: str, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    text = value.strip() if isinstance(value, str) else ""
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise CampaignError(
-            f"{name} {_quote(text)} is not an ISO-8601 timestamp "
-            "(e.g. 2025-01-31T09:00:00Z or 2025-01-31T10:00:00+01:00)"
-        ) from None
-    return _as_utc(parsed)
-
-
-def _as_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def _format_time(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

@@ -33,6 +33,7 @@ import httpx
 
 from dispatcher.config import PlanConfig
 from dispatcher.errors import LookupFailed
+from dispatcher.sinch.limits import format_timestamp
 
 USER_AGENT = "sms-dispatcher/0.1"
 
@@ -173,7 +174,8 @@ class SinchClient:
         documented: it might match prefixes).
         """
         page = 0
-        start = (since - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        # Whole seconds, rounded down: start_date is inclusive, so earlier is the safe side.
+        start = format_timestamp((since - timedelta(minutes=5)).replace(microsecond=0))
         while True:
             try:
                 resp = self._http.get(
