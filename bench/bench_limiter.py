@@ -18,7 +18,7 @@ import redis
 
 from bench import md_table
 from dispatcher.localredis import LocalRedis
-from dispatcher.scripts import for_client
+from dispatcher.storage.scripts import for_client
 
 HUGE = 10_000_000  # per second: never the reason for a denial
 

@@ -34,7 +34,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from dispatcher.config import Settings
-from dispatcher.store import Store
+from dispatcher.storage.store import Store
 
 log = logging.getLogger("dispatcher.exporter")
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import redis
 
-from dispatcher import keys
-from dispatcher.scripts import for_client
+from dispatcher.storage import keys
+from dispatcher.storage.scripts import for_client
 
 log = logging.getLogger("dispatcher.scheduler")
 

@@ -25,14 +25,14 @@ from typing import Any
 
 import redis
 
-from dispatcher import keys
 from dispatcher.client import ProviderResponse, SinchClient
 from dispatcher.config import PlanConfig, Settings
 from dispatcher.errors import LookupFailed
 from dispatcher.metrics import REQUEST_DURATION, TOKEN_WAIT
 from dispatcher.policy import Action, Backoff, decide
-from dispatcher.scripts import for_client
-from dispatcher.store import new_id
+from dispatcher.storage import keys
+from dispatcher.storage.scripts import for_client
+from dispatcher.storage.store import new_id
 
 log = logging.getLogger("dispatcher.sender")
 

@@ -18,11 +18,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from dispatcher import Campaign, Dispatcher, keys
+from dispatcher import Campaign, Dispatcher
 from dispatcher.client import ProviderResponse, SinchClient
 from dispatcher.config import PlanConfig, Settings
-from dispatcher.scripts import for_client
 from dispatcher.sender import Sender, Timing
+from dispatcher.storage import keys
+from dispatcher.storage.scripts import for_client
 from sinch_simulator import Simulator
 from tests.conftest import Deployment, wait_until
 from tests.test_envelope import assert_fifo, mobiles

@@ -16,8 +16,8 @@ import redis
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from dispatcher import scripts
-from dispatcher.scripts import for_client
+from dispatcher.storage import scripts
+from dispatcher.storage.scripts import for_client
 
 _counter = itertools.count()
 _SETTINGS = settings(

@@ -25,12 +25,13 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher import Campaign, Dispatcher, keys
+from dispatcher import Campaign, Dispatcher
 from dispatcher.client import ProviderResponse, SinchClient
 from dispatcher.config import Settings
 from dispatcher.policy import RULES, Action, Backoff, Rule, decide
 from dispatcher.sender import Sender, Timing
-from dispatcher.store import PreparedBatch, Store, new_id
+from dispatcher.storage import keys
+from dispatcher.storage.store import PreparedBatch, Store, new_id
 from sinch_simulator import Simulator
 from tests.conftest import ROOT, Deployment, wait_until
 

@@ -27,7 +27,9 @@ _FUNCTION = re.compile(r"--@function\n(.*?)--@end", re.S)
 
 @cache
 def _raw(name: str) -> str:
-    return resources.files("dispatcher").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    return (
+        resources.files("dispatcher").joinpath("storage", "lua", f"{name}.lua").read_text("utf-8")
+    )
 
 
 @cache

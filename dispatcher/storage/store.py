@@ -17,10 +17,10 @@ from typing import Any, ParamSpec, TypeVar
 
 import redis
 
-from dispatcher import keys
 from dispatcher.errors import NotFound, RedisUnavailable, StorageError
 from dispatcher.models import CampaignState, CampaignStatus, DeadLetter
-from dispatcher.scripts import for_client
+from dispatcher.storage import keys
+from dispatcher.storage.scripts import for_client
 
 # Enqueue writes a campaign in MULTI/EXEC chunks of this many commands' worth of batches: one
 # transaction keeps it all-or-nothing, chunking the pipeline keeps client memory flat.
