@@ -1,8 +1,10 @@
 """The Lua scripts in ``lua/``, registered once per Redis client and called by SHA.
 
-A script may pull in a function another script defines (``--@include bucket_take`` pulls the
-block between ``--@function`` and ``--@end`` of bucket.lua), so the bucket's arithmetic exists
-once and the standalone limiter and the sender's take step cannot drift apart.
+A script pulls in shared fragments with ``--@include lib/<name>.lua`` (the fencing check, the
+clock, the bucket's arithmetic, the take step), so each exists once and the standalone limiter,
+the take step and the commit that takes the next batch cannot drift apart.  A fragment is
+included once per script, before the first line that needs it, even when two fragments both
+include it.
 """
 
 from __future__ import annotations
@@ -21,32 +23,34 @@ _NAMES = (
     "bucket", "take", "commit", "hold", "split", "lease", "release", "schedule", "claim",
     "replay", "purge",
 )  # fmt: skip
-_INCLUDE = re.compile(r"^--@include (\w+)\s*$", re.M)
-_FUNCTION = re.compile(r"--@function\n(.*?)--@end", re.S)
+_INCLUDE = re.compile(r"^--@include (lib/\w+\.lua)\s*$", re.M)
 
 
 @cache
-def _raw(name: str) -> str:
-    return (
-        resources.files("dispatcher").joinpath("storage", "lua", f"{name}.lua").read_text("utf-8")
-    )
+def raw(path: str) -> str:
+    """A file of ``lua/`` as stored, includes not expanded."""
+    return resources.files("dispatcher.storage").joinpath("lua", path).read_text("utf-8")
 
 
 @cache
 def source(name: str) -> str:
-    """A script's text with its includes expanded (a function's dependencies are included
-    before it by the script that uses it)."""
-    text = _raw(name)
+    """A script's text with its includes expanded, each fragment once."""
+    seen: set[str] = set()
 
-    def include(m: re.Match[str]) -> str:
-        fn = m.group(1)
-        for other in _NAMES:
-            for block in _FUNCTION.finditer(_raw(other)):
-                if f"local function {fn}(" in block.group(1):
-                    return block.group(1)
-        raise LookupError(f"lua/{name}.lua includes unknown function {fn}")
+    def expand(path: str) -> str:
+        def include(m: re.Match[str]) -> str:
+            lib = m.group(1)
+            if lib in seen:
+                return ""
+            seen.add(lib)
+            try:
+                return expand(lib)
+            except FileNotFoundError:
+                raise LookupError(f"lua/{path} includes unknown file {lib}") from None
 
-    return _INCLUDE.sub(include, text)
+        return _INCLUDE.sub(include, raw(path))
+
+    return expand(f"{name}.lua")
 
 
 class Scripts:
