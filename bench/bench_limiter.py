@@ -38,10 +38,10 @@ def commandstats(r: redis.Redis) -> dict[str, int]:
 
 def ours(pool: redis.ConnectionPool) -> Callable[[int], bool]:
     r = redis.Redis(connection_pool=pool)
-    script = for_client(r).bucket
+    scripts = for_client(r)
 
     def acquire(cost: int) -> bool:
-        return int(script(keys=["dsp:{bench}:bucket"], args=[HUGE, HUGE, cost, ""])[0]) == 1
+        return scripts.bucket("bench", HUGE, HUGE, cost).granted == 1
 
     return acquire
 

@@ -23,7 +23,8 @@ from dispatcher.models import (
     InvalidRecipient,
     PlanStatus,
 )
-from dispatcher.storage.store import PreparedBatch, Store, new_id, wraps_redis_errors
+from dispatcher.storage.keys import new_id
+from dispatcher.storage.store import PreparedBatch, Store, wraps_redis_errors
 from dispatcher.validation import Prepared, prepare, validate_schedule, validate_sender
 
 

@@ -78,8 +78,7 @@ class Ticker(threading.Thread):
                 self._stop.wait(self.interval_s)
 
     def tick(self) -> list[str]:
-        claimed = self._scripts.claim(keys=[keys.DUE], args=[self.claim_max, self.claim_ms])
-        plans = [p.decode() if isinstance(p, bytes) else str(p) for p in claimed]
+        plans = self._scripts.claim(self.claim_max, self.claim_ms)
         for plan in plans:
             self.start_drain(plan)
         return plans

@@ -31,7 +31,8 @@ from dispatcher.config import Settings
 from dispatcher.policy import RULES, Action, Backoff, Rule, decide
 from dispatcher.sender import Sender, Timing
 from dispatcher.storage import keys
-from dispatcher.storage.store import PreparedBatch, Store, new_id
+from dispatcher.storage.keys import new_id
+from dispatcher.storage.store import PreparedBatch, Store
 from sinch_simulator import Simulator
 from tests.conftest import ROOT, Deployment, wait_until
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import secrets
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,21 +52,6 @@ class PreparedBatch:
     batch_id: str
     recipients: int
     payload: bytes
-
-
-def new_id(prefix: str) -> str:
-    """Sortable, unique, short: ms since the epoch in base 36 plus 40 random bits."""
-    ms = int(time.time() * 1000)
-    return f"{prefix}{_b36(ms)}{secrets.token_hex(5)}"
-
-
-def _b36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while n:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-    return out or "0"
 
 
 def iso_ms(ms: str | bytes | int | None) -> str | None:
@@ -297,20 +281,10 @@ class Store:
             body = json.loads(raw[0])
             body["client_reference"] = new_bid
             payload = json.dumps(body, separators=(",", ":")).encode()
-            n = self.scripts.replay(
-                keys=[
-                    keys.dlq_entry(p, eid),
-                    keys.dlq(p),
-                    keys.lane(p),
-                    keys.batch(p, new_bid),
-                    keys.campaign(p, campaign),
-                    keys.stats(p),
-                ],
-                args=[eid, new_bid, payload],
-            )
+            n = self.scripts.replay(p, eid, campaign, new_bid, payload)
             if n:
                 entries += 1
-                recipients += int(n)
+                recipients += n
                 kicked.add(p)
         for p in kicked:
             self.kick(p)
@@ -319,12 +293,10 @@ class Store:
     def purge(self, entry_id: str | None = None, *, plan: str | None = None) -> tuple[int, int]:
         entries = recipients = 0
         for p, eid in self._entries(entry_id, plan):
-            n = self.scripts.purge(
-                keys=[keys.dlq_entry(p, eid), keys.dlq(p), keys.stats(p)], args=[eid]
-            )
+            n = self.scripts.purge(p, eid)
             if n:
                 entries += 1
-                recipients += int(n)
+                recipients += n
         return entries, recipients
 
 

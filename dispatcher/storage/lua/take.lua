@@ -14,16 +14,20 @@
 --   {"moved", head_id | ""}        the head is another batch (or the lane is empty)
 --   {"circuit", wait_ms}           the plan's circuit is open, next probe in wait_ms
 --   {"cooldown", wait_ms}          the plan backs off (429 Retry-After, 5xx backoff)
---   {"unknown", first_at_ms, attempt_at_ms}  an earlier attempt's outcome is unknown: look it
---                                   up by client_reference before sending again
---   {"oversize", n}                n is above burst: split before it can ever be granted
+--   {"unknown", first_at_ms, campaign, fails, then_suspect}
+--                                  an earlier attempt's outcome is unknown: look it up by
+--                                  client_reference before sending again
+--   {"oversize", n, payload}       n is above burst: split before it can ever be granted
 --   {"wait", wait_ms}              not enough tokens yet
---   {"go", payload, n, campaign, fails, waits, suspect, now_ms, then_suspect, next_id}
+--   {"go", payload, n, campaign, fails, waits, suspect, first_at_ms, then_suspect, next_id}
 --                                  tokens taken, batch marked in flight: POST it now.  When
 --                                  `suspect` is set (the batch is known to hold a refused
 --                                  recipient) no tokens are taken: the caller splits it.
 --                                  next_id is the batch after it, for commit.lua to take
 --                                  in the same round trip as this batch's outcome.
+--                                  first_at_ms is the batch's first attempt ("" for a
+--                                  suspect batch that was never sent).
+--   The answers carry every batch field the sender needs, so it reads nothing else.
 --@include lib/clock.lua
 --@include lib/take.lua
 

@@ -34,12 +34,12 @@ local function take_head(lease_key, lane_key, state_key, bucket_key, batch_key, 
     return redis.error_reply('batch ' .. bid .. ' is in the lane but has no record')
   end
   if b[2] then
-    return {'unknown', b[3] or b[2], b[2]}
+    return {'unknown', b[3] or b[2], b[5] or '', b[6] or '0', b[9] or ''}
   end
   local n = tonumber(b[1])
   if b[8] then
     -- Known to hold a bad recipient: it is split without spending a request or tokens.
-    return {'go', b[4], n, b[5], b[6] or '0', b[7] or '0', b[8], now_ms, b[9] or '',
+    return {'go', b[4], n, b[5], b[6] or '0', b[7] or '0', b[8], b[3] or '', b[9] or '',
       redis.call('LINDEX', lane_key, 1) or ''}
   end
   local eff = tonumber(st[4]) or rate
@@ -48,7 +48,7 @@ local function take_head(lease_key, lane_key, state_key, bucket_key, batch_key, 
   local r = bucket_take(bucket_key, eff, burst, n, now_us, true)
   if r[1] == 0 then
     if r[2] < 0 then
-      return {'oversize', n}
+      return {'oversize', n, b[4]}
     end
     return {'wait', r[2]}
   end
@@ -56,6 +56,6 @@ local function take_head(lease_key, lane_key, state_key, bucket_key, batch_key, 
   if not b[3] then
     redis.call('HSET', batch_key, 'first_at', now_ms)
   end
-  return {'go', b[4], n, b[5], b[6] or '0', b[7] or '0', '', now_ms, b[9] or '',
+  return {'go', b[4], n, b[5], b[6] or '0', b[7] or '0', '', b[3] or now_ms, b[9] or '',
       redis.call('LINDEX', lane_key, 1) or ''}
 end
