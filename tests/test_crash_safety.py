@@ -23,6 +23,7 @@ from dispatcher.client import ProviderResponse, SinchClient
 from dispatcher.config import PlanConfig, Settings
 from dispatcher.sender import Sender, Timing
 from dispatcher.storage import keys
+from dispatcher.storage.fields import Batch
 from dispatcher.storage.results import Commit, Go, Leased, Lost, Part, Take
 from dispatcher.storage.scripts import for_client
 from sinch_simulator import Simulator
@@ -107,7 +108,7 @@ def test_killed_after_take_is_looked_up_found_missing_and_sent_once(
     bid = head(r)
     assert isinstance(take(r, plan, token, bid), Go)  # tokens taken, marked in flight ...
     die(r)  # ... and the process died before its POST
-    assert r.hexists(keys.batch(PLAN, bid), "inflight")
+    assert r.hexists(keys.batch(PLAN, bid), Batch.INFLIGHT)
 
     drain_all(Sender(settings, r, http), r)
     assert stat(r, "lookups:missing") == 1 and stat(r, "lookups:found") == 0
