@@ -18,7 +18,7 @@ import redis
 
 from bench import md_table
 from dispatcher.localredis import LocalRedis
-from dispatcher.scripts import for_client
+from dispatcher.storage.scripts import for_client
 
 HUGE = 10_000_000  # per second: never the reason for a denial
 
@@ -38,10 +38,10 @@ def commandstats(r: redis.Redis) -> dict[str, int]:
 
 def ours(pool: redis.ConnectionPool) -> Callable[[int], bool]:
     r = redis.Redis(connection_pool=pool)
-    script = for_client(r).bucket
+    scripts = for_client(r)
 
     def acquire(cost: int) -> bool:
-        return int(script(keys=["dsp:{bench}:bucket"], args=[HUGE, HUGE, cost, ""])[0]) == 1
+        return scripts.bucket("bench", HUGE, HUGE, cost).granted == 1
 
     return acquire
 

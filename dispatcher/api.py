@@ -26,7 +26,9 @@ from dispatcher.models import (
 )
 from dispatcher.parallel import check_unique as check_unique_forked
 from dispatcher.sinch import payload
-from dispatcher.store import PreparedBatch, Store, new_id, wraps_redis_errors
+from dispatcher.storage import fields
+from dispatcher.storage.keys import new_id
+from dispatcher.storage.store import PreparedBatch, Store
 
 
 class Dispatcher:
@@ -46,7 +48,6 @@ class Dispatcher:
         return cls(Settings.load(config, require_tokens=False))
 
     # ------------------------------------------------------------ campaigns
-    @wraps_redis_errors
     def enqueue(self, campaign: Campaign, *, parallel: bool = False) -> EnqueueResult:
         """Validate and queue a campaign; returns its id (with the validation report).
 
@@ -76,14 +77,14 @@ class Dispatcher:
             campaign_id, plan, sender, campaign.body, prepared, send_at, expire_at
         )
         record: dict[str, str | int | float] = {
-            "recipients": len(prepared.recipients),
-            "batches": len(batches),
-            "duplicates": prepared.duplicates,
-            "invalid": len(prepared.invalid),
-            "sender": sender,
-            "encoding": prepared.encoding,
-            "max_parts": prepared.max_parts,
-            "total_parts": prepared.total_parts,
+            fields.Campaign.RECIPIENTS: len(prepared.recipients),
+            fields.Campaign.BATCHES: len(batches),
+            fields.Campaign.DUPLICATES: prepared.duplicates,
+            fields.Campaign.INVALID: len(prepared.invalid),
+            fields.Campaign.SENDER: sender,
+            fields.Campaign.ENCODING: prepared.encoding,
+            fields.Campaign.MAX_PARTS: prepared.max_parts,
+            fields.Campaign.TOTAL_PARTS: prepared.total_parts,
         }
         self.store.write_campaign(plan.id, campaign_id, record, batches)
         return EnqueueResult(
@@ -97,12 +98,10 @@ class Dispatcher:
             total_parts=prepared.total_parts,
         )
 
-    @wraps_redis_errors
     def status(self, campaign_id: str) -> CampaignStatus:
         return self.store.campaign_status(str(campaign_id))
 
     # ------------------------------------------------------------ plans
-    @wraps_redis_errors
     def plans(self) -> list[PlanStatus]:
         ids = sorted(set(self.settings.plans) | set(self.store.known_plans()))
         snap = self.store.plan_snapshot(ids)
@@ -111,41 +110,36 @@ class Dispatcher:
             cfg = self.settings.plans.get(pid)
             s = snap.get(pid, {})
             rate = cfg.rate if cfg else 0.0
-            eff = float(s.get("state.eff_rate", rate))
+            eff = float(s.get(_STATE + fields.State.EFF_RATE, rate))
             out.append(
                 PlanStatus(
                     plan=pid,
                     rate=rate,
                     effective_rate=min(eff, rate) if cfg else eff,
                     burst=cfg.burst if cfg else 0.0,
-                    pending=int(s.get("pending", 0)),
-                    circuit="open" if s.get("state.circuit") == "open" else "closed",
+                    pending=int(s.get(fields.Stats.PENDING, 0)),
+                    circuit="open" if _circuit_open(s) else "closed",
                     circuit_code=_circuit_code(s),
-                    dead_letters=int(s.get("dlq_pending", 0)),
+                    dead_letters=int(s.get(fields.Stats.DLQ_PENDING, 0)),
                 )
             )
         return out
 
-    @wraps_redis_errors
     def resume(self, plan: str) -> bool:
         """Close the plan's circuit and send again at once; True if it was open."""
         return self.store.resume(plan)
 
     # ------------------------------------------------------------ dead letters
-    @wraps_redis_errors
     def dead_letters(self, plan: str | None = None) -> list[DeadLetter]:
         return self.store.dead_letters(plan)
 
-    @wraps_redis_errors
     def dead_letter(self, entry_id: str) -> DeadLetter:
         return self.store.dead_letter(entry_id)
 
-    @wraps_redis_errors
     def replay(self, entry_id: str | None = None, *, plan: str | None = None) -> tuple[int, int]:
         """Put dead letters back at the tail of their lanes: (entries, recipients)."""
         return self.store.replay(entry_id, plan=plan)
 
-    @wraps_redis_errors
     def purge(self, entry_id: str | None = None, *, plan: str | None = None) -> tuple[int, int]:
         return self.store.purge(entry_id, plan=plan)
 
@@ -153,10 +147,18 @@ class Dispatcher:
         self.redis.close()
 
 
+_STATE = fields.SNAPSHOT_STATE_PREFIX
+
+
+def _circuit_open(snapshot: Mapping[str, str]) -> bool:
+    return snapshot.get(_STATE + fields.State.CIRCUIT) == fields.State.CIRCUIT_OPEN
+
+
 def _circuit_code(snapshot: Mapping[str, str]) -> str | None:
-    if snapshot.get("state.circuit") != "open":
+    if not _circuit_open(snapshot):
         return None
-    status, code = snapshot.get("state.circuit_status", ""), snapshot.get("state.circuit_code", "")
+    status = snapshot.get(_STATE + fields.State.CIRCUIT_STATUS, "")
+    code = snapshot.get(_STATE + fields.State.CIRCUIT_CODE, "")
     return f"{status} {code}".strip() or None
 
 

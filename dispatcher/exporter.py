@@ -34,7 +34,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from dispatcher.config import Settings
-from dispatcher.store import Store
+from dispatcher.errors import StorageError
+from dispatcher.storage.fields import SNAPSHOT_HEAD_AGE_MS, SNAPSHOT_STATE_PREFIX, State, Stats
+from dispatcher.storage.store import Store
 
 log = logging.getLogger("dispatcher.exporter")
 
@@ -47,29 +49,29 @@ _CODE_MAX = 64
 
 # Plain per-plan counters in the stats hash: field -> (metric name, help).
 _COUNTERS: Mapping[str, tuple[str, str]] = {
-    "sent": (
+    Stats.SENT: (
         "recipients_sent",
         "Recipients in batches the provider accepted (201), or found by a lookup after an "
         "ambiguous failure.",
     ),
-    "enqueued": ("recipients_enqueued", "Valid recipients put into the plan's lane."),
-    "retries": (
+    Stats.ENQUEUED: ("recipients_enqueued", "Valid recipients put into the plan's lane."),
+    Stats.RETRIES: (
         "retries",
         "Attempts that failed with a retryable error (5xx, no answer) and will be resent.",
     ),
-    "rate_waits": (
+    Stats.RATE_WAITS: (
         "rate_waits",
         "Answers 429: the whole plan backed off and lowered its effective rate.",
     ),
-    "circuit_opened": (
+    Stats.CIRCUIT_OPENED: (
         "circuit_opened",
         "Times the plan's circuit opened (401, blocked account, wrong URL ...).",
     ),
-    "replayed": (
+    Stats.REPLAYED: (
         "dead_letter_replayed_recipients",
         "Recipients put back into the lane from the DLQ by `dispatcher dlq replay`.",
     ),
-    "purged": (
+    Stats.PURGED: (
         "dead_letter_purged_recipients",
         "Recipients removed from the DLQ by `dispatcher dlq purge`.",
     ),
@@ -146,8 +148,8 @@ class DeploymentCollector(Collector):
         try:
             plans = sorted(set(self.store.known_plans()) | set(self.settings.plans))
             snap = self.store.plan_snapshot(plans)
-        except redis.RedisError as exc:
-            what = exc.__class__.__name__
+        except StorageError as exc:
+            what = (exc.__cause__ or exc).__class__.__name__
             with self._lock:
                 if self._last_error != what:
                     log.warning(
@@ -249,45 +251,50 @@ class DeploymentCollector(Collector):
         for plan_id, fields in sorted(snap.items()):
             for field, family in counters.items():
                 family.add_metric([plan_id], _int(fields.get(field)))
-            batches.add_metric([plan_id, "accepted"], _int(fields.get("batches:accepted")))
+            batches.add_metric([plan_id, "accepted"], _int(fields.get(Stats.BATCHES_ACCEPTED)))
             batches.add_metric(
-                [plan_id, "dead_lettered"], _int(fields.get("batches:dead_lettered"))
+                [plan_id, "dead_lettered"], _int(fields.get(Stats.BATCHES_DEAD_LETTERED))
             )
-            lookups.add_metric([plan_id, "found"], _int(fields.get("lookups:found")))
-            lookups.add_metric([plan_id, "missing"], _int(fields.get("lookups:missing")))
-            lookups.add_metric([plan_id, "failed"], _int(fields.get("lookups:failed")))
+            lookups.add_metric([plan_id, "found"], _int(fields.get(Stats.LOOKUPS_FOUND)))
+            lookups.add_metric([plan_id, "missing"], _int(fields.get(Stats.LOOKUPS_MISSING)))
+            lookups.add_metric([plan_id, "failed"], _int(fields.get(Stats.LOOKUPS_FAILED)))
             by_response: dict[tuple[str, str], int] = {}
             by_code: dict[str, int] = {}
             for key, value in fields.items():
-                if key.startswith("resp:"):
-                    status, _, code = key[5:].partition(":")
+                if key.startswith(Stats.RESP_PREFIX):
+                    status, _, code = key[len(Stats.RESP_PREFIX) :].partition(":")
                     k = (_status(status), _code(code))
                     by_response[k] = by_response.get(k, 0) + _int(value)
-                elif key.startswith("dlq:"):
-                    c = _code(key[4:])
+                elif key.startswith(Stats.DLQ_PREFIX):
+                    c = _code(key[len(Stats.DLQ_PREFIX) :])
                     by_code[c] = by_code.get(c, 0) + _int(value)
             for (status, code), n in sorted(by_response.items()):
                 responses.add_metric([plan_id, status, code], n)
             for code, n in sorted(by_code.items()):
                 dead.add_metric([plan_id, code], n)
 
-            pending = _int(fields.get("pending"))
+            pending = _int(fields.get(Stats.PENDING))
             queue.add_metric([plan_id], max(0, pending))
-            head_ms = _float(fields.get("head_age_ms"))
+            head_ms = _float(fields.get(SNAPSHOT_HEAD_AGE_MS))
             if head_ms is not None:
                 age.add_metric([plan_id], head_ms / 1000)
             elif pending <= 0:
                 age.add_metric([plan_id], 0.0)
             # else: a head whose enqueue time is unknown; no sample beats a wrong one.
-            dlq.add_metric([plan_id], max(0, _int(fields.get("dlq_pending"))))
+            dlq.add_metric([plan_id], max(0, _int(fields.get(Stats.DLQ_PENDING))))
 
             cfg = self.settings.plans.get(plan_id)
-            lowered = _float(fields.get("state.eff_rate"))
+            lowered = _float(fields.get(SNAPSHOT_STATE_PREFIX + State.EFF_RATE))
             if cfg is not None:
                 eff.add_metric([plan_id], min(lowered, cfg.rate) if lowered else cfg.rate)
             elif lowered is not None:
                 eff.add_metric([plan_id], lowered)
-            circuit.add_metric([plan_id], 1.0 if fields.get("state.circuit") == "open" else 0.0)
+            circuit.add_metric(
+                [plan_id],
+                1.0
+                if fields.get(SNAPSHOT_STATE_PREFIX + State.CIRCUIT) == State.CIRCUIT_OPEN
+                else 0.0,
+            )
 
         yield from counters.values()
         yield batches

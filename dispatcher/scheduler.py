@@ -17,9 +17,10 @@ from collections.abc import Callable
 
 import redis
 
-from dispatcher import keys, persistence
+from dispatcher import persistence
 from dispatcher.health import Heartbeat
-from dispatcher.scripts import for_client
+from dispatcher.storage import keys
+from dispatcher.storage.scripts import for_client
 
 log = logging.getLogger("dispatcher.scheduler")
 
@@ -84,8 +85,7 @@ class Ticker(threading.Thread):
                 self._stop.wait(self.interval_s)
 
     def tick(self) -> list[str]:
-        claimed = self._scripts.claim(keys=[keys.DUE], args=[self.claim_max, self.claim_ms])
-        plans = [p.decode() if isinstance(p, bytes) else str(p) for p in claimed]
+        plans = self._scripts.claim(self.claim_max, self.claim_ms)
         for plan in plans:
             self.start_drain(plan)
         return plans

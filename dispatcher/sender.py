@@ -1,10 +1,12 @@
 """Drain one plan's lane: the send loop.
 
 One ``drain(plan)`` holds the plan's lease (one sender per plan, so the provider sees the
-plan's batches in lane order), and then per batch makes exactly two Redis round trips around
-the POST: ``take`` (lease, plan state, token bucket, in-flight mark; returns the stored,
-ready-to-send body) and ``commit``/``hold`` (the outcome, fenced by the lease).  No
-per-recipient work happens here: enqueue stored the bodies ready to POST.
+plan's batches in lane order), and then per batch makes two Redis round trips around the
+POST: ``take`` (lease, plan state, token bucket, in-flight mark; returns the stored,
+ready-to-send body and every batch field the outcome needs) and ``commit``/``hold`` (the
+outcome, fenced by the lease).  Under a backlog the commit also takes the next batch, so a
+batch costs one round trip.  No per-recipient work happens here: enqueue stored the bodies
+ready to POST, and no Redis layout either: that is ``dispatcher.storage``.
 
 A drain never sleeps long in a worker slot.  When the plan must wait (tokens, a cool-down, an
 open circuit) longer than ``inline_wait_s``, it writes the plan's due time into the schedule
@@ -16,24 +18,35 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Literal, NamedTuple
 
 import redis
 
-from dispatcher import keys
 from dispatcher.config import PlanConfig, Settings
 from dispatcher.errors import LookupFailed
 from dispatcher.metrics import REQUEST_DURATION, TOKEN_WAIT
 from dispatcher.policy import Action, Backoff, decide
-from dispatcher.scripts import for_client
 from dispatcher.sinch import payload as batch_body
 from dispatcher.sinch.client import ProviderResponse, SinchClient
-from dispatcher.store import new_id
+from dispatcher.storage.lanes import Lanes
+from dispatcher.storage.results import (
+    Busy,
+    Circuit,
+    Cooldown,
+    Go,
+    Lost,
+    Moved,
+    Oversize,
+    Part,
+    Take,
+    Unknown,
+    Wait,
+)
+from dispatcher.storage.scripts import HoldKind, ScheduleMode, for_client
 
 log = logging.getLogger("dispatcher.sender")
 
@@ -54,8 +67,15 @@ class _Lost(Exception):
     """The lease passed to another sender: stop touching this plan at once."""
 
 
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+class _Next(NamedTuple):
+    """Where the loop goes on: the head, and that head's take when the commit that made it
+    the head already took it in the same round trip."""
+
+    head: str | None
+    taken: Take | None = None
+
+
+_WAITS: dict[type, str] = {Wait: "wait", Cooldown: "cooldown", Circuit: "circuit"}
 
 
 class Sender:
@@ -72,34 +92,20 @@ class Sender:
         self.r = client
         self.http = http
         self.scripts = for_client(client)
+        self.lanes = Lanes(client, self.scripts)
         self.backoff = backoff or Backoff()
         self.timing = timing or Timing()
         self.retention_s = int(settings.retention_days * 86400)
         # Asked once a drain has slept its budget: are other drains queued for a worker slot?
         # The worker sets it (it knows the broker); without it a drain always gives way.
         self.others_waiting: Callable[[], bool] = lambda: True
-        # (plan, fencing token, batch id, take answer) that a fused commit already took.
-        self._local = threading.local()
 
     # ------------------------------------------------------------ schedule
-    def _schedule(self, plan: str, delay_s: float, mode: str = "set") -> None:
-        self.scripts.schedule(keys=[keys.DUE], args=[plan, int(delay_s * 1000), mode])
+    def _schedule(self, plan: str, delay_s: float, mode: ScheduleMode = "set") -> None:
+        self.scripts.schedule(plan, int(delay_s * 1000), mode)
 
     def _release_and_schedule(self, plan: str, token: str, delay_s: float) -> None:
-        pipe = self.r.pipeline(transaction=False)
-        self.scripts.release(keys=[keys.lease(plan)], args=[token], client=pipe)
-        self.scripts.schedule(keys=[keys.DUE], args=[plan, int(delay_s * 1000), "set"], client=pipe)
-        pipe.execute()
-
-    def _release_if_empty(self, plan: str, token: str) -> None:
-        """Lane empty: leave the schedule, unless an enqueue raced in meanwhile."""
-        pipe = self.r.pipeline(transaction=False)
-        self.scripts.release(keys=[keys.lease(plan)], args=[token], client=pipe)
-        pipe.zrem(keys.DUE, plan)
-        pipe.llen(keys.lane(plan))
-        *_, remaining = pipe.execute()
-        if remaining:
-            self.r.zadd(keys.DUE, {plan: 0}, lt=True)
+        self.lanes.release_and_schedule(plan, token, int(delay_s * 1000))
 
     # ------------------------------------------------------------ drain
     def drain(self, plan_id: str) -> str:
@@ -119,23 +125,15 @@ class Sender:
             self._schedule(plan_id, 60.0, "lt")
             return "unconfigured"
         ttl_ms = int(self.timing.lease_ttl_s * 1000)
-        token_b, pttl = self.scripts.lease(
-            keys=[keys.lease(plan_id), keys.fence(plan_id)], args=[ttl_ms]
-        )
-        if not token_b:
+        lease = self.scripts.lease(plan_id, ttl_ms)
+        if isinstance(lease, Busy):
             # Someone drains it; come back when its lease would run out, in case it died.
-            self._schedule(plan_id, max(0, int(pttl)) / 1000 + 0.05, "lt")
+            self._schedule(plan_id, max(0, lease.pttl_ms) / 1000 + 0.05, "lt")
             return "busy"
-        token = _s(token_b)
         # Safety net: if this process dies, the plan comes due again after the lease expires.
-        pipe = self.r.pipeline(transaction=False)
-        self.scripts.schedule(keys=[keys.DUE], args=[plan_id, ttl_ms + 1000, "set"], client=pipe)
-        pipe.lindex(keys.lane(plan_id), 0)
-        _, head_b = pipe.execute()
-        head = _s(head_b) if head_b is not None else None
-        self._local.prefetched = None
+        head = self.lanes.start(plan_id, ttl_ms + 1000)
         try:
-            return self._loop(plan, token, head)
+            return self._loop(plan, lease.token, head)
         except _Lost:
             log.warning("plan %s: lease lost to another sender; stopping this drain", plan_id)
             return "lost"
@@ -144,33 +142,24 @@ class Sender:
         deadline = time.monotonic() + self.timing.slice_s
         ttl_ms = int(self.timing.lease_ttl_s * 1000)
         slept = 0.0
+        taken: Take | None = None
         while True:
             if head is None:
-                self._release_if_empty(plan.id, token)
+                self.lanes.release_if_empty(plan.id, token)
                 return "empty"
-            prefetched, self._local.prefetched = getattr(self._local, "prefetched", None), None
-            if prefetched is not None and prefetched[:3] == (plan.id, token, head):
-                r = prefetched[3]  # taken by the previous commit, in the same round trip
-            else:
+            r, taken = taken, None
+            if r is None:
                 r = self.scripts.take(
-                    keys=[
-                        keys.lease(plan.id),
-                        keys.lane(plan.id),
-                        keys.state(plan.id),
-                        keys.bucket(plan.id),
-                        keys.batch(plan.id, head),
-                    ],
-                    args=[token, head, plan.rate, plan.burst, ttl_ms, ""],
+                    plan.id, token, head, rate=plan.rate, burst=plan.burst, ttl_ms=ttl_ms
                 )
-            kind = _s(r[0])
-            if kind == "lost":
+            if isinstance(r, Lost):
                 raise _Lost
-            if kind == "moved":
-                head = _s(r[1]) or None
+            if isinstance(r, Moved):
+                head = r.head
                 continue
-            if kind in ("wait", "cooldown", "circuit"):
-                wait_s = int(r[1]) / 1000
-                if kind == "wait":
+            if isinstance(r, Wait | Cooldown | Circuit):
+                wait_s = r.ms / 1000
+                if isinstance(r, Wait):
                     TOKEN_WAIT.labels(plan.id).observe(wait_s)
                 if (
                     wait_s <= self.timing.inline_wait_s
@@ -181,30 +170,22 @@ class Sender:
                     time.sleep(wait_s)
                     continue
                 self._release_and_schedule(plan.id, token, max(0.0, wait_s - self.timing.lead_s))
-                return kind
-            if kind == "unknown":
-                head = self._resolve_unknown(plan, token, head, int(r[1]))
-            elif kind == "oversize":
-                head = self._split_oversize(plan, token, head)
-            elif kind == "go":
-                payload, n, campaign = r[1], int(r[2]), _s(r[3])
-                fails, waits, suspect = int(r[4]), int(r[5]), _s(r[6])
-                first_at_ms, then_suspect, next_id = int(r[7]), _s(r[8]), _s(r[9])
-                if suspect:
-                    head = self._isolate(plan, token, head, payload, n, campaign, suspect, fails)
-                else:
-                    resp = self.http.send_batch(plan, payload)
-                    REQUEST_DURATION.labels(plan.id).observe(resp.elapsed_s)
-                    # Within the slice, the commit takes the next batch in the same round trip.
-                    fuse = next_id if time.monotonic() < deadline else ""
-                    head = self._apply(
-                        plan, token, head, payload, n, campaign, fails, waits, first_at_ms,
-                        then_suspect, resp, fuse,
-                    )  # fmt: skip
+                return _WAITS[type(r)]
+            if isinstance(r, Unknown):
+                head, taken = self._resolve_unknown(plan, token, head, r)
+            elif isinstance(r, Oversize):
+                head, taken = self._split_oversize(plan, token, head, r.payload)
+            elif r.suspect:
+                head, taken = self._isolate(
+                    plan, token, head, r.payload, r.n, r.campaign, r.suspect
+                )
             else:
-                raise RuntimeError(f"take.lua answered {kind!r}")
-            taken = getattr(self._local, "prefetched", None)
-            if taken is not None and _s(taken[3][0]) == "go":
+                resp = self.http.send_batch(plan, r.payload)
+                REQUEST_DURATION.labels(plan.id).observe(resp.elapsed_s)
+                # Within the slice, the commit takes the next batch in the same round trip.
+                fuse = r.next_id if time.monotonic() < deadline else None
+                head, taken = self._apply(plan, token, head, r, resp, fuse)
+            if isinstance(taken, Go):
                 continue  # its tokens are taken and it is marked in flight: send it first
             if time.monotonic() > deadline and head is not None:
                 if self.others_waiting():
@@ -220,7 +201,7 @@ class Sender:
         token: str,
         head: str,
         campaign: str,
-        outcome: str,
+        outcome: Literal["accepted", "dead"],
         resp: ProviderResponse | None,
         *,
         reason: str = "",
@@ -229,118 +210,76 @@ class Sender:
         status: str | None = None,
         code: str | None = None,
         text: str | None = None,
-        take_next: str = "",
-    ) -> str | None:
+        take_next: str | None = None,
+    ) -> _Next:
         """Commit the head's outcome; with ``take_next`` also take that next batch in the same
-        round trip (its take answer is kept for the loop in ``self._prefetched``)."""
-        status = status if status is not None else _status(resp)
-        code = code if code is not None else (resp.code if resp else "")
-        text = text if text is not None else (resp.text if resp else "")
-        entry_id = new_id("d") if outcome == "dead" else ""
-        k = [
-            keys.lease(plan.id),
-            keys.lane(plan.id),
-            keys.batch(plan.id, head),
-            keys.campaign(plan.id, campaign),
-            keys.stats(plan.id),
-            keys.state(plan.id),
-            keys.dlq(plan.id),
-            keys.dlq_entry(plan.id, entry_id or "-"),
-        ]
-        a: list[str | int | float] = [
-            token, head, outcome, status, code, text[:500],
-            (resp.batch_id or "") if resp else "", reason, self.retention_s, entry_id,
-            plan.id, plan.rate, "1" if count_response else "0",
-        ]  # fmt: skip
-        k += [
-            keys.batch(plan.id, sibling[0] if sibling else "-"),
-            keys.bucket(plan.id),
-            keys.batch(plan.id, take_next or "-"),
-        ]
-        a += [
-            sibling[1] if sibling else "", take_next, plan.burst,
-            int(self.timing.lease_ttl_s * 1000),
-        ]  # fmt: skip
-        r = self.scripts.commit(keys=k, args=a)
-        if _s(r[0]) == "lost":
+        round trip (its take comes back in the result, for the loop to use)."""
+        c = self.scripts.commit(
+            plan.id, token, head, campaign, outcome, rate=plan.rate, retention_s=self.retention_s,
+            status=status if status is not None else _status(resp),
+            code=code if code is not None else (resp.code if resp else ""),
+            text=text if text is not None else (resp.text if resp else ""),
+            provider_batch_id=(resp.batch_id or "") if resp else "", reason=reason,
+            count_response=count_response, sibling=sibling, take_next=take_next,
+            burst=plan.burst, ttl_ms=int(self.timing.lease_ttl_s * 1000),
+        )  # fmt: skip
+        if isinstance(c, Lost):
             raise _Lost
-        if _s(r[0]) == "moved":
-            return self._head(plan.id)
-        next_head = _s(r[1]) or None
-        if next_head is not None and len(r) > 2:
-            self._local.prefetched = (plan.id, token, next_head, r[2])
-        return next_head
+        if isinstance(c, Moved):
+            return _Next(c.head)
+        return _Next(c.head, c.taken)
 
     def _hold(
         self,
         plan: PlanConfig,
         token: str,
         head: str,
-        kind: str,
+        kind: HoldKind,
         resp: ProviderResponse | None,
         delay_s: float,
-    ) -> str | None:
-        r = self.scripts.hold(
-            keys=[
-                keys.lease(plan.id),
-                keys.lane(plan.id),
-                keys.batch(plan.id, head),
-                keys.stats(plan.id),
-                keys.state(plan.id),
-            ],
-            args=[
-                token, head, kind, _status(resp), resp.code if resp else "",
-                (resp.text if resp else "")[:500], int(delay_s * 1000),
-                "1" if resp is not None and resp.ambiguous else "0", plan.rate,
-            ],
+    ) -> _Next:
+        h = self.scripts.hold(
+            plan.id, token, head, kind, rate=plan.rate, delay_ms=int(delay_s * 1000),
+            status=_status(resp), code=resp.code if resp else "", text=resp.text if resp else "",
+            ambiguous=resp is not None and resp.ambiguous,
         )  # fmt: skip
-        if _s(r[0]) == "lost":
+        if isinstance(h, Lost):
             raise _Lost
-        return head if _s(r[0]) == "ok" else self._head(plan.id)
-
-    def _head(self, plan_id: str) -> str | None:
-        h = self.r.lindex(keys.lane(plan_id), 0)
-        return _s(h) if h is not None else None
+        return _Next(h.head) if isinstance(h, Moved) else _Next(head)
 
     def _apply(
         self,
         plan: PlanConfig,
         token: str,
         head: str,
-        payload: bytes,
-        n: int,
-        campaign: str,
-        fails: int,
-        waits: int,
-        now_ms: int,
-        then_suspect: str,
+        go: Go,
         resp: ProviderResponse,
-        next_id: str = "",
-    ) -> str | None:
+        next_id: str | None = None,
+    ) -> _Next:
         rule = decide(resp)
         action = rule.action
-        _log_outcome(plan.id, campaign, head, n, resp, action, fails + 1)
+        campaign, fails = go.campaign, go.fails
+        sibling = _sibling(go.then_suspect)
+        _log_outcome(plan.id, campaign, head, go.n, resp, action, fails + 1)
         if action is Action.ACCEPT:
             return self._commit(
-                plan, token, head, campaign, "accepted", resp, sibling=_sibling(then_suspect),
-                take_next=next_id,
-            )  # fmt: skip
+                plan, token, head, campaign, "accepted", resp, sibling=sibling, take_next=next_id
+            )
         if action is Action.RATE_WAIT:
-            age_s = self._age_s(plan.id, head)
-            if age_s > self.backoff.max_rate_wait_age_s:
+            if _age_s(go.first_at_ms) > self.backoff.max_rate_wait_age_s:
                 return self._commit(plan, token, head, campaign, "dead", resp, reason=rule.reason)
             return self._hold(
-                plan, token, head, "ratewait", resp, self.backoff.rate_wait_s(resp, waits + 1)
+                plan, token, head, "ratewait", resp, self.backoff.rate_wait_s(resp, go.waits + 1)
             )
         if action is Action.RETRY:
             failures = fails + 1
-            if self.backoff.retries_exhausted(failures, self._age_s(plan.id, head)):
+            if self.backoff.retries_exhausted(failures, _age_s(go.first_at_ms)):
                 if resp.ambiguous:
-                    found = self._lookup(plan, head)
+                    found = self._lookup(plan, head, go.first_at_ms)
                     if found:
                         return self._commit(plan, token, head, campaign, "accepted", None,
                                             count_response=False, status="201",
-                                            sibling=_sibling(then_suspect))  # fmt: skip
+                                            sibling=sibling)  # fmt: skip
                     if found is None:  # the lookup failed too: keep trying later
                         return self._hold(
                             plan, token, head, "retry", resp, self.backoff.retry_cap_s
@@ -354,8 +293,7 @@ class Sender:
             delay = max(self.backoff.retry_delay_s(failures), resp.retry_after_s or 0.0)
             return self._hold(plan, token, head, "retry", resp, delay)
         if action is Action.CIRCUIT:
-            probes = int(self.r.hget(keys.state(plan.id), "probes") or 0)
-            delay = self.backoff.circuit_probe_s(probes)
+            delay = self.backoff.circuit_probe_s(self.lanes.probes(plan.id))
             log.error(
                 "plan %s: circuit open after %s: %s%s; sending stops, its queue is kept; "
                 "next probe in %.0f s or on `dispatcher plans resume %s`",
@@ -364,53 +302,42 @@ class Sender:
                 delay, plan.id,
             )  # fmt: skip
             return self._hold(plan, token, head, "circuit", resp, delay)
-        if action is Action.ISOLATE and n > 1:
+        if action is Action.ISOLATE and go.n > 1:
             err = json.dumps({"status": resp.status, "code": resp.code, "text": resp.text[:300]})
-            return self._isolate(plan, token, head, payload, n, campaign, err, fails, counted=resp)
+            return self._isolate(plan, token, head, go.payload, go.n, campaign, err, counted=resp)
         return self._commit(plan, token, head, campaign, "dead", resp, reason=rule.reason)
 
-    def _age_s(self, plan_id: str, head: str) -> float:
-        first, now = self.r.hget(keys.batch(plan_id, head), "first_at"), time.time() * 1000
-        return (now - int(first)) / 1000 if first else 0.0
-
     # ------------------------------------------------------------ unknown outcomes
-    def _lookup(self, plan: PlanConfig, head: str) -> bool | None:
-        first = self.r.hget(keys.batch(plan.id, head), "first_at")
-        since = datetime.fromtimestamp(int(first or time.time() * 1000) / 1000, UTC)
+    def _lookup(self, plan: PlanConfig, head: str, first_at_ms: int | None) -> bool | None:
+        since = datetime.fromtimestamp(int(first_at_ms or time.time() * 1000) / 1000, UTC)
         try:
             return self.http.find_batch(plan, head, since) is not None
         except LookupFailed as exc:
             log.warning("plan %s batch %s: %s", plan.id, head, exc)
             return None
 
-    def _resolve_unknown(
-        self, plan: PlanConfig, token: str, head: str, first_at_ms: int
-    ) -> str | None:
+    def _resolve_unknown(self, plan: PlanConfig, token: str, head: str, u: Unknown) -> _Next:
         """An earlier attempt may have reached the provider: ask before sending again."""
-        found = self._lookup(plan, head)
-        campaign_b, fails_b, then_b = self.r.hmget(
-            keys.batch(plan.id, head), "campaign", "fails", "then_suspect"
-        )
-        campaign = _s(campaign_b or b"")
+        found = self._lookup(plan, head, u.first_at_ms)
         if found:
             log.info(
                 "plan %s batch %s: found at the provider by client_reference; not resent",
                 plan.id,
                 head,
             )
-            self.r.hincrby(keys.stats(plan.id), "lookups:found", 1)
+            self.lanes.count_lookup(plan.id, found=True)
             # A probe of an isolation found this way still marks its sibling as the suspect.
-            return self._commit(plan, token, head, campaign, "accepted", None,
+            return self._commit(plan, token, head, u.campaign, "accepted", None,
                                 count_response=False, status="201",
-                                sibling=_sibling(_s(then_b or b"")))  # fmt: skip
+                                sibling=_sibling(u.then_suspect))  # fmt: skip
         if found is None:
             # Back off as for any failure, not a fixed short delay that would hammer a provider
             # whose lookups fail; the in-flight mark stays, so nothing is resent unchecked.
             failed = ProviderResponse(None, error="lookup", text="lookup failed", ambiguous=True)
-            delay = self.backoff.retry_delay_s(int(fails_b or 0) + 1)
+            delay = self.backoff.retry_delay_s(u.fails + 1)
             return self._hold(plan, token, head, "retry", failed, delay)
         log.info("plan %s batch %s: not at the provider; sending again", plan.id, head)
-        self.r.hincrby(keys.stats(plan.id), "lookups:missing", 1)
+        self.lanes.count_lookup(plan.id, found=False)
         return self._hold(plan, token, head, "notfound", None, 0)
 
     # ------------------------------------------------------------ splitting
@@ -422,26 +349,19 @@ class Sender:
         payload: bytes,
         sizes: Sequence[int],
         *,
-        suspect: Sequence[str] | None = None,
         then_suspect: Sequence[str] | None = None,
-    ) -> str | None:
-        parts = batch_body.split(payload, sizes, head)
-        k = len(parts)
-        sus = list(suspect or [""] * k)
-        then = list(then_suspect or [""] * k)
-        r = self.scripts.split(
-            keys=[keys.lease(plan.id), keys.lane(plan.id), keys.batch(plan.id, head)]
-            + [keys.batch(plan.id, pid) for pid, _, _ in parts],
-            args=[token, head, k, *[x for p in parts for x in p], *sus, *then],
-        )
-        if _s(r[0]) == "lost":
+    ) -> _Next:
+        marks = list(then_suspect or [])
+        parts = [
+            Part(ref, n, body, then_suspect=marks[i] if marks else "")
+            for i, (ref, n, body) in enumerate(batch_body.split(payload, sizes, head))
+        ]
+        s = self.scripts.split(plan.id, token, head, parts)
+        if isinstance(s, Lost):
             raise _Lost
-        return _s(r[1]) if _s(r[0]) == "ok" else self._head(plan.id)
+        return _Next(s.head) if isinstance(s, Moved) else _Next(s.first)
 
-    def _split_oversize(self, plan: PlanConfig, token: str, head: str) -> str | None:
-        payload = self.r.hget(keys.batch(plan.id, head), "payload")
-        if not isinstance(payload, bytes):
-            return self._head(plan.id)
+    def _split_oversize(self, plan: PlanConfig, token: str, head: str, payload: bytes) -> _Next:
         n = len(batch_body.recipients(payload))
         size = max(1, min(plan.batch_size, int(plan.burst)))
         sizes = [min(size, n - i) for i in range(0, n, size)]
@@ -460,9 +380,8 @@ class Sender:
         n: int,
         campaign: str,
         err: str,
-        fails: int,
         counted: ProviderResponse | None = None,
-    ) -> str | None:
+    ) -> _Next:
         """Find the recipients the provider refuses one by one (halving, see docs/policy.md).
 
         The batch splits into halves; the left half is sent; if it is accepted, the right half
@@ -479,11 +398,17 @@ class Sender:
             )  # fmt: skip
         if counted is not None:
             # The refused request itself is counted once, as a response, here.
-            self.r.hincrby(keys.stats(plan.id), f"resp:{_status(counted)}:{counted.code}", 1)
+            self.lanes.count_response(plan.id, _status(counted), counted.code)
         left = n // 2
         right_id = f"{head}.2"
         mark = json.dumps({"id": right_id, "err": json.loads(err)})
         return self._split(plan, token, head, payload, [left, n - left], then_suspect=[mark, ""])
+
+
+def _age_s(first_at_ms: int | None) -> float:
+    """Age of a batch since its first attempt, by this host's clock (as the backoff's caps
+    are meant)."""
+    return (time.time() * 1000 - first_at_ms) / 1000 if first_at_ms else 0.0
 
 
 def _sibling(then_suspect: str) -> tuple[str, str] | None:

@@ -13,7 +13,8 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from dispatcher import Dispatcher, keys
+from dispatcher import Dispatcher
+from dispatcher.storage import keys
 from sinch_simulator import Simulator
 from tests.conftest import Deployment, wait_until
 from tests.test_envelope import assert_envelope, assert_fifo, enqueue_interleaved

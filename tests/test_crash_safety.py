@@ -18,11 +18,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from dispatcher import Campaign, Dispatcher, RedisUnavailable, StorageError, keys
+from dispatcher import Campaign, Dispatcher, RedisUnavailable, StorageError
 from dispatcher.config import PlanConfig, Settings
-from dispatcher.scripts import for_client
 from dispatcher.sender import Sender, Timing
 from dispatcher.sinch.client import ProviderResponse, SinchClient
+from dispatcher.storage import keys
+from dispatcher.storage.fields import Batch
+from dispatcher.storage.results import Commit, Go, Leased, Lost, Part, Take
+from dispatcher.storage.scripts import for_client
 from sinch_simulator import Simulator
 from tests.conftest import Deployment, wait_until
 from tests.test_envelope import assert_fifo, mobiles
@@ -56,20 +59,13 @@ def head(r: redis.Redis) -> str:
 
 
 def take_lease(r: redis.Redis, ttl_ms: int = 15000) -> str:
-    token, _ = for_client(r).lease(keys=[keys.lease(PLAN), keys.fence(PLAN)], args=[ttl_ms])
-    assert token, "the lease was busy"
-    return str(token.decode())
+    lease = for_client(r).lease(PLAN, ttl_ms)
+    assert isinstance(lease, Leased), "the lease was busy"
+    return lease.token
 
 
-def take(r: redis.Redis, plan: PlanConfig, token: str, bid: str) -> list[Any]:
-    out: list[Any] = for_client(r).take(
-        keys=[
-            keys.lease(PLAN), keys.lane(PLAN), keys.state(PLAN), keys.bucket(PLAN),
-            keys.batch(PLAN, bid),
-        ],
-        args=[token, bid, plan.rate, plan.burst, 15000, ""],
-    )  # fmt: skip
-    return out
+def take(r: redis.Redis, plan: PlanConfig, token: str, bid: str) -> Take:
+    return for_client(r).take(PLAN, token, bid, rate=plan.rate, burst=plan.burst, ttl_ms=15000)
 
 
 def die(r: redis.Redis) -> None:
@@ -110,9 +106,9 @@ def test_killed_after_take_is_looked_up_found_missing_and_sent_once(
     plan = settings.plans[PLAN]
     token = take_lease(r)
     bid = head(r)
-    assert take(r, plan, token, bid)[0] == b"go"  # tokens taken, marked in flight ...
+    assert isinstance(take(r, plan, token, bid), Go)  # tokens taken, marked in flight ...
     die(r)  # ... and the process died before its POST
-    assert r.hexists(keys.batch(PLAN, bid), "inflight")
+    assert r.hexists(keys.batch(PLAN, bid), Batch.INFLIGHT)
 
     drain_all(Sender(settings, r, http), r)
     assert stat(r, "lookups:missing") == 1 and stat(r, "lookups:found") == 0
@@ -132,8 +128,8 @@ def test_killed_after_the_provider_created_it_is_found_and_not_resent(
     token = take_lease(r)
     bid = head(r)
     out = take(r, plan, token, bid)
-    assert out[0] == b"go"
-    assert http.send_batch(plan, out[1]).status == 201  # the provider created it ...
+    assert isinstance(out, Go)
+    assert http.send_batch(plan, out.payload).status == 201  # the provider created it ...
     die(r)  # ... and the sender died before its commit
 
     drain_all(Sender(settings, r, http), r)
@@ -185,7 +181,7 @@ def test_dead_senders_lease_expires_and_another_takes_over(
     cid, numbers = enqueue(d, 30)
     take_lease(r, ttl_ms=1500)  # a sender took the plan and died at once
     other = Sender(settings, r, http)
-    assert for_client(r).claim(keys=[keys.DUE], args=[50, 20000]) == [PLAN.encode()]  # the ticker
+    assert for_client(r).claim(50, 20000) == [PLAN]  # the ticker
     assert other.drain(PLAN) == "busy"
     # The plan comes due again when the dead sender's lease runs out, not later.
     sec, usec = r.time()
@@ -208,60 +204,36 @@ def test_stale_sender_with_an_old_fencing_token_changes_nothing(
     old = take_lease(r)
     bid = head(r)
     out = take(r, plan, old, bid)
-    assert out[0] == b"go"
-    resp = http.send_batch(plan, out[1])
+    assert isinstance(out, Go)
+    resp = http.send_batch(plan, out.payload)
     assert resp.status == 201
     die(r)  # a long pause: the lease runs out while the old sender still "works"
     new = take_lease(r)
     assert int(new) > int(old)
 
     lane_before = r.lrange(keys.lane(PLAN), 0, -1)
-    commit_keys = [
-        keys.lease(PLAN), keys.lane(PLAN), keys.batch(PLAN, bid), keys.campaign(PLAN, cid),
-        keys.stats(PLAN), keys.state(PLAN), keys.dlq(PLAN), keys.dlq_entry(PLAN, "-"),
-    ]  # fmt: skip
-    commit_args = [
-        old,
-        bid,
-        "accepted",
-        "201",
-        "",
-        "",
-        resp.batch_id or "",
-        "",
-        60,
-        "",
-        PLAN,
-        plan.rate,
-        "1",
-    ]
-    assert s.commit(keys=commit_keys, args=commit_args) == [b"lost"]
-    hold_keys = [
-        keys.lease(PLAN),
-        keys.lane(PLAN),
-        keys.batch(PLAN, bid),
-        keys.stats(PLAN),
-        keys.state(PLAN),
-    ]
-    assert s.hold(
-        keys=hold_keys, args=[old, bid, "retry", "500", "", "", 1000, "0", plan.rate]
-    ) == [b"lost"]
-    split_args = [old, bid, 1, f"{bid}.1", 10, out[1], "", ""]
-    assert s.split(keys=[*commit_keys[:3], keys.batch(PLAN, f"{bid}.1")], args=split_args) == [
-        b"lost"
-    ]
-    assert take(r, plan, old, bid) == [b"lost"]
+
+    def stale_commit() -> Commit:
+        return s.commit(
+            PLAN, old, bid, cid, "accepted", rate=plan.rate, retention_s=60, status="201",
+            provider_batch_id=resp.batch_id or "",
+        )  # fmt: skip
+
+    assert stale_commit() == Lost()
+    assert s.hold(PLAN, old, bid, "retry", rate=plan.rate, delay_ms=1000, status="500") == Lost()
+    assert s.split(PLAN, old, bid, [Part(f"{bid}.1", 10, out.payload)]) == Lost()
+    assert take(r, plan, old, bid) == Lost()
     assert r.lrange(keys.lane(PLAN), 0, -1) == lane_before
     assert d.status(cid).sent == 0
     assert not r.exists(keys.batch(PLAN, f"{bid}.1"))
 
     # The new holder finds the old sender's batch at the provider and goes on from there.
-    for_client(r).release(keys=[keys.lease(PLAN)], args=[new])
+    assert for_client(r).release(PLAN, new)
     drain_all(Sender(settings, r, http), r)
     assert sends_of(sim, bid) == 1
     assert_fifo(sim, PLAN, numbers)
     # The stale sender wakes up once more after all that: still nothing.
-    assert s.commit(keys=commit_keys, args=commit_args) == [b"lost"]
+    assert stale_commit() == Lost()
     st = d.status(cid)
     assert (st.state, st.sent) == ("done", 30)
     assert stat(r, "sent") == 30

@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 import pytest
 import redis
 
-from dispatcher import Campaign, Dispatcher, keys
+from dispatcher import Campaign, Dispatcher
+from dispatcher.storage import keys
 from sinch_simulator import Arrival, Simulator
 from tests.conftest import Deployment, wait_until
 

@@ -25,12 +25,15 @@ from typing import Any
 import pytest
 import redis
 
-from dispatcher import Campaign, Dispatcher, keys
+from dispatcher import Campaign, Dispatcher
 from dispatcher.config import Settings
 from dispatcher.policy import RULES, Action, Backoff, Rule, decide
 from dispatcher.sender import Sender, Timing
 from dispatcher.sinch.client import ProviderResponse, SinchClient
-from dispatcher.store import PreparedBatch, Store, new_id
+from dispatcher.storage import keys
+from dispatcher.storage.fields import Batch, State
+from dispatcher.storage.keys import new_id
+from dispatcher.storage.store import PreparedBatch, Store
 from sinch_simulator import Simulator
 from tests.conftest import ROOT, Deployment, wait_until
 
@@ -243,7 +246,7 @@ class Harness:
         self.run_until(self.lane_empty, "the lane to empty", timeout)
 
     def circuit_open(self) -> bool:
-        return self.r.hget(keys.state(PLAN), "circuit") == b"open"
+        return self.r.hget(keys.state(PLAN), State.CIRCUIT) == State.CIRCUIT_OPEN.encode()
 
     def stats(self) -> dict[str, str]:
         return {_s(k): _s(v) for k, v in self.r.hgetall(keys.stats(PLAN)).items()}
@@ -475,7 +478,7 @@ def test_503_retry_after_is_honoured(h: Harness) -> None:
     h.run_until(lambda: len(h.sim.arrivals(PLAN)) >= 1, "one 503")
     sec, usec = h.r.time()
     now_ms = sec * 1000 + usec // 1000
-    cooldown = int(h.r.hget(keys.state(PLAN), "cooldown_until") or 0)
+    cooldown = int(h.r.hget(keys.state(PLAN), State.COOLDOWN_UNTIL) or 0)
     assert cooldown - now_ms > 35_000, "the plan must wait out Retry-After, not its own backoff"
     assert [a.status for a in h.sim.arrivals(PLAN)] == [503]
 
@@ -624,7 +627,7 @@ def test_failing_lookups_never_resend_unchecked(h: Harness) -> None:
     h.sim.set_token(PLAN, "rotated-while-unknown")
 
     def fails() -> int:
-        return int(h.r.hget(keys.batch(PLAN, f"{cid}.0"), "fails") or 0)
+        return int(h.r.hget(keys.batch(PLAN, f"{cid}.0"), Batch.FAILS) or 0)
 
     h.run_until(lambda: fails() >= 4, "four failed lookups")
     assert len(h.sim.arrivals(PLAN)) == 1  # never resent while its fate is unknown

@@ -22,10 +22,11 @@ import httpx
 import pytest
 import redis
 
-from dispatcher import Campaign, Dispatcher, keys
+from dispatcher import Campaign, Dispatcher
 from dispatcher.config import Settings
 from dispatcher.errors import ConfigError, LookupFailed
 from dispatcher.sinch.client import SinchClient
+from dispatcher.storage import keys
 from sinch_simulator import Simulator
 from tests.conftest import ROOT, Deployment, wait_until
 

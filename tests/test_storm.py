@@ -17,7 +17,8 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from dispatcher import Campaign, Dispatcher, keys
+from dispatcher import Campaign, Dispatcher
+from dispatcher.storage import keys
 from sinch_simulator import Simulator
 from tests.conftest import Deployment, wait_until
 from tests.test_secrets import assert_no_secrets

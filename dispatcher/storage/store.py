@@ -1,51 +1,42 @@
 """What lives in Redis, outside the send loop: campaigns in, status, dead letters, plan state.
 
-The send loop's own writes are Lua scripts called from ``sender.py``; this module is the rest,
-each operation one pipeline or one script so that it is all-or-nothing.
+The send loop's own writes are the scripts (``scripts.py``) and ``lanes.py``; this module is
+the rest, each operation one pipeline or one script so that it is all-or-nothing.  Every
+public method raises the library's errors, never redis-py's (``base.py``), because its
+callers (the facade, the exporter, the CLI) must not need to import ``redis``.
 """
 
 from __future__ import annotations
 
-import functools
 import secrets
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import redis
 
-from dispatcher import keys
-from dispatcher.errors import NotFound, RedisUnavailable, StorageError
+from dispatcher.errors import NotFound
 from dispatcher.models import CampaignState, CampaignStatus, DeadLetter
-from dispatcher.scripts import for_client
 from dispatcher.sinch import payload as batch_body
+from dispatcher.storage import keys
+from dispatcher.storage.base import wraps_redis_errors
+from dispatcher.storage.fields import (
+    SNAPSHOT_HEAD_AGE_MS,
+    SNAPSHOT_STATE_PREFIX,
+    Batch,
+    Campaign,
+    State,
+    Stats,
+)
+from dispatcher.storage.fields import (
+    DeadLetter as Entry,
+)
+from dispatcher.storage.scripts import for_client
 
 # Enqueue writes a campaign in MULTI/EXEC chunks of this many commands' worth of batches: one
 # transaction keeps it all-or-nothing, chunking the pipeline keeps client memory flat.
 _PIPELINE_BATCHES = 200
-
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def wraps_redis_errors(fn: Callable[P, T]) -> Callable[P, T]:
-    """Redis failures leave the library as :class:`StorageError`, so that callers need not
-    import ``redis`` to catch them.  The message names the failure, never the URL (it may hold
-    a password)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise RedisUnavailable(f"cannot reach Redis ({exc.__class__.__name__})") from exc
-        except redis.RedisError as exc:
-            raise StorageError(f"Redis failed: {exc.__class__.__name__}: {exc}") from exc
-
-    return wrapper
 
 
 @dataclass(frozen=True)
@@ -53,21 +44,6 @@ class PreparedBatch:
     batch_id: str
     recipients: int
     payload: bytes
-
-
-def new_id(prefix: str) -> str:
-    """Sortable, unique, short: ms since the epoch in base 36 plus 40 random bits."""
-    ms = int(time.time() * 1000)
-    return f"{prefix}{_b36(ms)}{secrets.token_hex(5)}"
-
-
-def _b36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while n:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-    return out or "0"
 
 
 def iso_ms(ms: str | bytes | int | None) -> str | None:
@@ -89,6 +65,7 @@ class Store:
         self.retention_s = int(retention_days * 86400)
 
     # ---------------------------------------------------------------- enqueue
+    @wraps_redis_errors
     def write_campaign(
         self,
         plan: str,
@@ -109,8 +86,10 @@ class Store:
         # retries would otherwise queue every batch twice.
         pipe.watch(keys.campaign(plan, campaign_id))  # type: ignore[no-untyped-call]
         pipe.multi()
-        fields: dict[str, str | int | float] = {**record, "plan": plan, "created_at": now_ms}
-        fields.update(sent=0, dead_lettered=0)
+        fields: dict[str, str | int | float] = {
+            **record, Campaign.PLAN: plan, Campaign.CREATED_AT: now_ms, Campaign.SENT: 0,
+            Campaign.DEAD_LETTERED: 0,
+        }  # fmt: skip
         pipe.hset(keys.campaign(plan, campaign_id), mapping=fields)  # type: ignore[arg-type]
         pipe.hset(keys.CAMPAIGNS, campaign_id, plan)
         lane = keys.lane(plan)
@@ -119,10 +98,10 @@ class Store:
             pipe.hset(
                 keys.batch(plan, b.batch_id),
                 mapping={
-                    "n": b.recipients,
-                    "payload": b.payload,
-                    "campaign": campaign_id,
-                    "enq_at": now_ms,
+                    Batch.N: b.recipients,
+                    Batch.PAYLOAD: b.payload,
+                    Batch.CAMPAIGN: campaign_id,
+                    Batch.ENQ_AT: now_ms,
                 },
             )
             ids.append(b.batch_id)
@@ -131,13 +110,13 @@ class Store:
                 ids = []
         if ids:
             pipe.rpush(lane, *ids)
-        pipe.hincrby(keys.stats(plan), "pending", total)
-        pipe.hincrby(keys.stats(plan), "enqueued", total)
+        pipe.hincrby(keys.stats(plan), Stats.PENDING, total)
+        pipe.hincrby(keys.stats(plan), Stats.ENQUEUED, total)
         pipe.sadd(keys.PLANS, plan)
         # Score 0 with LT: due at once, whatever the plan was waiting for.
         pipe.zadd(keys.DUE, {plan: 0}, lt=True)
         if not batches:
-            pipe.hset(keys.campaign(plan, campaign_id), "finished_at", now_ms)
+            pipe.hset(keys.campaign(plan, campaign_id), Campaign.FINISHED_AT, now_ms)
             pipe.expire(keys.campaign(plan, campaign_id), self.retention_s)
         try:
             pipe.execute()
@@ -158,28 +137,31 @@ class Store:
         return int(sec) * 1000 + int(usec) // 1000
 
     # ---------------------------------------------------------------- status
+    @wraps_redis_errors
     def campaign_plan(self, campaign_id: str) -> str:
         plan = self.r.hget(keys.CAMPAIGNS, campaign_id)
         if plan is None:
             raise NotFound(f"no campaign {campaign_id!r} (unknown, or expired after retention)")
         return _s(plan)
 
+    @wraps_redis_errors
     def campaign_status(self, campaign_id: str) -> CampaignStatus:
         plan = self.campaign_plan(campaign_id)
         pipe = self.r.pipeline(transaction=False)
         pipe.hgetall(keys.campaign(plan, campaign_id))
-        pipe.hmget(keys.state(plan), "circuit", "paused")
+        pipe.hmget(keys.state(plan), State.CIRCUIT, State.PAUSED)
         rec, (circuit, paused) = pipe.execute()
         if not rec:
             raise NotFound(f"no campaign {campaign_id!r} (unknown, or expired after retention)")
         f = {_s(k): _s(v) for k, v in rec.items()}
-        recipients, sent, dead = int(f["recipients"]), int(f["sent"]), int(f["dead_lettered"])
+        recipients, sent = int(f[Campaign.RECIPIENTS]), int(f[Campaign.SENT])
+        dead = int(f[Campaign.DEAD_LETTERED])
         state: CampaignState
-        if f.get("canceled"):
+        if f.get(Campaign.CANCELED):
             state = "canceled"
         elif sent + dead >= recipients:
             state = "done"
-        elif circuit == b"open" or paused:
+        elif circuit == State.CIRCUIT_OPEN.encode() or paused:
             state = "paused"
         elif sent + dead == 0:
             state = "queued"
@@ -192,14 +174,16 @@ class Store:
             recipients=recipients,
             sent=sent,
             dead_lettered=dead,
-            created_at=int(f["created_at"]) / 1000 if "created_at" in f else None,
-            finished_at=int(f["finished_at"]) / 1000 if "finished_at" in f else None,
+            created_at=_seconds(f.get(Campaign.CREATED_AT)),
+            finished_at=_seconds(f.get(Campaign.FINISHED_AT)),
         )
 
     # ---------------------------------------------------------------- plans
+    @wraps_redis_errors
     def known_plans(self) -> list[str]:
         return sorted(_s(p) for p in self.r.smembers(keys.PLANS))
 
+    @wraps_redis_errors
     def plan_snapshot(self, plans: Iterable[str]) -> dict[str, dict[str, str]]:
         """State and counters of each plan, read in one pipeline (CLI and metrics)."""
         plans = list(plans)
@@ -213,7 +197,7 @@ class Store:
         snap: dict[str, dict[str, str]] = {}
         for i, p in enumerate(plans):
             st, stats, head = out[3 * i : 3 * i + 3]
-            merged = {f"state.{_s(k)}": _s(v) for k, v in st.items()}
+            merged = {f"{SNAPSHOT_STATE_PREFIX}{_s(k)}": _s(v) for k, v in st.items()}
             merged.update({_s(k): _s(v) for k, v in stats.items()})
             snap[p] = merged
             if head is not None:
@@ -221,31 +205,30 @@ class Store:
         if heads:
             pipe = self.r.pipeline(transaction=False)
             for p, h in heads.items():
-                pipe.hget(keys.batch(p, h), "enq_at")
+                pipe.hget(keys.batch(p, h), Batch.ENQ_AT)
             pipe.time()
             *enq, (sec, usec) = pipe.execute()
             now_ms = int(sec) * 1000 + int(usec) // 1000
             for (p, _), at in zip(heads.items(), enq, strict=True):
                 if at is not None:
-                    snap[p]["head_age_ms"] = str(max(0, now_ms - int(at)))
+                    snap[p][SNAPSHOT_HEAD_AGE_MS] = str(max(0, now_ms - int(at)))
         return snap
 
+    @wraps_redis_errors
     def resume(self, plan: str) -> bool:
         """Close a plan's circuit (after the cause was fixed) and drain it at once."""
         pipe = self.r.pipeline(transaction=True)
-        pipe.hdel(
-            keys.state(plan),
-            "circuit", "probe_at", "circuit_status", "circuit_code", "opened_at", "probes",
-            "cooldown_until", "paused",
-        )  # fmt: skip
+        pipe.hdel(keys.state(plan), *State.CIRCUIT_FIELDS, State.COOLDOWN_UNTIL, State.PAUSED)
         pipe.zadd(keys.DUE, {plan: 0}, lt=True)
         removed, _ = pipe.execute()
         return bool(removed)
 
+    @wraps_redis_errors
     def kick(self, plan: str) -> None:
         self.r.zadd(keys.DUE, {plan: 0}, lt=True)
 
     # ---------------------------------------------------------------- dead letters
+    @wraps_redis_errors
     def dead_letters(self, plan: str | None = None) -> list[DeadLetter]:
         plans = [plan] if plan else self.known_plans()
         pipe = self.r.pipeline(transaction=False)
@@ -271,6 +254,7 @@ class Store:
                 return p
         raise NotFound(f"no dead letter {entry_id!r}")
 
+    @wraps_redis_errors
     def dead_letter(self, entry_id: str) -> DeadLetter:
         plan = self._find_entry(entry_id)
         row = self.r.hgetall(keys.dlq_entry(plan, entry_id))
@@ -284,62 +268,58 @@ class Store:
         assert plan
         return [(plan, _s(e)) for e in self.r.lrange(keys.dlq(plan), 0, -1)]
 
+    @wraps_redis_errors
     def replay(self, entry_id: str | None = None, *, plan: str | None = None) -> tuple[int, int]:
         """Return (entries, recipients) put back at the tail of their lanes."""
         entries = recipients = 0
         kicked: set[str] = set()
         for p, eid in self._entries(entry_id, plan):
-            raw = self.r.hmget(keys.dlq_entry(p, eid), "payload", "campaign", "batch_id")
+            raw = self.r.hmget(
+                keys.dlq_entry(p, eid), Batch.PAYLOAD, Batch.CAMPAIGN, Entry.BATCH_ID
+            )
             if raw[0] is None:
                 continue  # replayed or purged meanwhile
             campaign = _s(raw[1])
             new_bid = f"{_s(raw[2])}.r{secrets.token_hex(2)}"
             payload = batch_body.rereference(raw[0], new_bid)
-            n = self.scripts.replay(
-                keys=[
-                    keys.dlq_entry(p, eid),
-                    keys.dlq(p),
-                    keys.lane(p),
-                    keys.batch(p, new_bid),
-                    keys.campaign(p, campaign),
-                    keys.stats(p),
-                ],
-                args=[eid, new_bid, payload],
-            )
+            n = self.scripts.replay(p, eid, campaign, new_bid, payload)
             if n:
                 entries += 1
-                recipients += int(n)
+                recipients += n
                 kicked.add(p)
         for p in kicked:
             self.kick(p)
         return entries, recipients
 
+    @wraps_redis_errors
     def purge(self, entry_id: str | None = None, *, plan: str | None = None) -> tuple[int, int]:
         entries = recipients = 0
         for p, eid in self._entries(entry_id, plan):
-            n = self.scripts.purge(
-                keys=[keys.dlq_entry(p, eid), keys.dlq(p), keys.stats(p)], args=[eid]
-            )
+            n = self.scripts.purge(p, eid)
             if n:
                 entries += 1
-                recipients += int(n)
+                recipients += n
         return entries, recipients
+
+
+def _seconds(ms: str | None) -> float | None:
+    return int(ms) / 1000 if ms is not None else None
 
 
 def _dead_letter(row: Mapping[Any, Any]) -> DeadLetter:
     f = {_s(k): v for k, v in row.items()}
-    status = _s(f.get("status", b""))
+    status = _s(f.get(Entry.STATUS, b""))
     return DeadLetter(
-        id=_s(f["id"]),
-        plan=_s(f["plan"]),
-        campaign_id=_s(f.get("campaign", b"")),
-        batch_id=_s(f["batch_id"]),
-        recipients=batch_body.recipients(f["payload"]),
+        id=_s(f[Entry.ID]),
+        plan=_s(f[Entry.PLAN]),
+        campaign_id=_s(f.get(Batch.CAMPAIGN, b"")),
+        batch_id=_s(f[Entry.BATCH_ID]),
+        recipients=batch_body.recipients(f[Batch.PAYLOAD]),
         status=int(status) if status.isdigit() else None,
-        code=_s(f.get("code", b"")),
-        text=_s(f.get("text", b"")),
-        reason=_s(f.get("reason", b"")),
-        attempts=int(_s(f.get("fails", b"0"))) + 1,
-        first_attempt_at=iso_ms(f.get("first_at")),
-        last_attempt_at=iso_ms(f.get("last_at")),
+        code=_s(f.get(Entry.CODE, b"")),
+        text=_s(f.get(Entry.TEXT, b"")),
+        reason=_s(f.get(Entry.REASON, b"")),
+        attempts=int(_s(f.get(Batch.FAILS, b"0"))) + 1,
+        first_attempt_at=iso_ms(f.get(Batch.FIRST_AT)),
+        last_attempt_at=iso_ms(f.get(Batch.LAST_AT)),
     )

@@ -6,13 +6,13 @@
 -- ARGV[1]  entry id   ARGV[2] new batch id   ARGV[3] payload (with the new client_reference)
 --
 -- Returns the number of recipients put back (0 when the entry no longer exists).
+--@include lib/clock.lua
 local e = redis.call('HMGET', KEYS[1], 'n', 'campaign')
 if not e[1] then
   return 0
 end
 local n = tonumber(e[1])
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_ms = now_ms()
 redis.call('HSET', KEYS[4], 'n', n, 'payload', ARGV[3], 'campaign', e[2], 'fails', 0,
   'waits', 0, 'enq_at', now_ms, 'replayed_from', ARGV[1])
 redis.call('RPUSH', KEYS[3], ARGV[2])

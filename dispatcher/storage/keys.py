@@ -8,6 +8,9 @@ a plan's keys inside one script.
 
 from __future__ import annotations
 
+import secrets
+import time
+
 PREFIX = "dsp"
 
 DUE = f"{PREFIX}:due"  # ZSET plan -> ms when its drain is due (the schedule)
@@ -57,3 +60,18 @@ def dlq(plan: str) -> str:
 
 def dlq_entry(plan: str, entry_id: str) -> str:
     return f"{_p(plan)}:d:{entry_id}"
+
+
+def new_id(prefix: str) -> str:
+    """Sortable, unique, short: ms since the epoch in base 36 plus 40 random bits."""
+    ms = int(time.time() * 1000)
+    return f"{prefix}{_b36(ms)}{secrets.token_hex(5)}"
+
+
+def _b36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while n:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+    return out or "0"

@@ -6,8 +6,8 @@
 -- KEYS[1]  due    ZSET plan -> due time in ms
 -- ARGV[1]  plan id   ARGV[2] delay ms   ARGV[3] "set" | "lt"
 -- Returns the due time in ms.
-local t = redis.call('TIME')
-local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + math.max(0, tonumber(ARGV[2]))
+--@include lib/clock.lua
+local at = now_ms() + math.max(0, tonumber(ARGV[2]))
 if ARGV[3] == 'lt' then
   redis.call('ZADD', KEYS[1], 'LT', at, ARGV[1])
 else

@@ -5,8 +5,10 @@
 --
 -- A claimed plan's due time moves claim_ms ahead, so other tickers leave it alone; if the
 -- drain task is lost (its worker was killed before it started), the plan comes due again.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--
+-- Returns the claimed plan ids.
+--@include lib/clock.lua
+local now = now_ms()
 local plans = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local again = now + tonumber(ARGV[2])
 for _, plan in ipairs(plans) do

@@ -9,13 +9,12 @@
 -- then k values: for each part "" or its then_suspect mark (JSON {"id", "err"}: the sibling
 --      to mark suspect if this part is accepted)
 --
--- Returns {"ok", first new id} or {"lost"} or {"moved"}.
+-- Returns {"ok", first new id} or {"lost"} or {"moved", head id | ""}.
+--@include lib/fence.lua
 local token, bid, k = ARGV[1], ARGV[2], tonumber(ARGV[3])
-if redis.call('GET', KEYS[1]) ~= token then
-  return {'lost'}
-end
-if redis.call('LINDEX', KEYS[2], 0) ~= bid then
-  return {'moved'}
+local refused = fenced(KEYS[1], KEYS[2], token, bid)
+if refused then
+  return refused
 end
 local b = redis.call('HMGET', KEYS[3], 'campaign', 'first_at', 'waits', 'last_at', 'enq_at')
 redis.call('LPOP', KEYS[2])

@@ -20,18 +20,16 @@
 --          Redis round trip per batch (this commit and the next take together).
 --
 -- Returns {"ok", next head id | "", take.lua's answer for it (when asked)} or {"lost"} or
--- {"moved"}.
---@include bucket_take
---@include take_head
+-- {"moved", head id | ""}.
+--@include lib/fence.lua
+--@include lib/clock.lua
+--@include lib/take.lua
 local token, bid, outcome = ARGV[1], ARGV[2], ARGV[3]
-if redis.call('GET', KEYS[1]) ~= token then
-  return {'lost'}
+local refused = fenced(KEYS[1], KEYS[2], token, bid)
+if refused then
+  return refused
 end
-if redis.call('LINDEX', KEYS[2], 0) ~= bid then
-  return {'moved'}
-end
-local t = redis.call('TIME')
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_us = now_us()
 local now_ms = math.floor(now_us / 1000)
 local status, code = ARGV[4], ARGV[5]
 local n = tonumber(redis.call('HGET', KEYS[3], 'n'))

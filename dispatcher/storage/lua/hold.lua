@@ -13,16 +13,15 @@
 -- ARGV[8]  "1" when the outcome is ambiguous (keep the in-flight mark: look up before resend)
 -- ARGV[9]  plan rate (for the multiplicative decrease on 429)
 --
--- Returns {"ok"} or {"lost"} or {"moved"}.
+-- Returns {"ok"} or {"lost"} or {"moved", head id | ""}.
+--@include lib/fence.lua
+--@include lib/clock.lua
 local token, bid, kind = ARGV[1], ARGV[2], ARGV[3]
-if redis.call('GET', KEYS[1]) ~= token then
-  return {'lost'}
+local refused = fenced(KEYS[1], KEYS[2], token, bid)
+if refused then
+  return refused
 end
-if redis.call('LINDEX', KEYS[2], 0) ~= bid then
-  return {'moved'}
-end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_ms = now_ms()
 local status, code, delay = ARGV[4], ARGV[5], tonumber(ARGV[7])
 
 if status == 'lookup' then

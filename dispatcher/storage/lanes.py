@@ -1,0 +1,62 @@
+"""What a drain reads and writes besides its scripts: the plain commands of the send loop.
+
+They share round trips with script calls where the loop always needs both (the safety-net
+schedule and the head at the start of a drain; the lease's release and the next due time at
+its end), so the loop's Redis cost stays what it was when it built these pipelines itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from dispatcher.storage import keys
+from dispatcher.storage.fields import State, Stats
+from dispatcher.storage.scripts import Scripts, for_client
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class Lanes:
+    def __init__(self, client: redis.Redis, scripts: Scripts | None = None) -> None:
+        self.r = client
+        self.scripts = scripts or for_client(client)
+
+    def start(self, plan: str, due_in_ms: int) -> str | None:
+        """Just after taking the lease: come due again in ``due_in_ms`` (in case this process
+        dies; a live drain moves it) and read the head, in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        self.scripts.schedule(plan, due_in_ms, "set", pipe=pipe)
+        pipe.lindex(keys.lane(plan), 0)
+        _, head = pipe.execute()
+        return _s(head) if head is not None else None
+
+    def release_and_schedule(self, plan: str, token: str, delay_ms: int) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        self.scripts.release(plan, token, pipe=pipe)
+        self.scripts.schedule(plan, delay_ms, "set", pipe=pipe)
+        pipe.execute()
+
+    def release_if_empty(self, plan: str, token: str) -> None:
+        """Lane empty: leave the schedule, unless an enqueue raced in meanwhile."""
+        pipe = self.r.pipeline(transaction=False)
+        self.scripts.release(plan, token, pipe=pipe)
+        pipe.zrem(keys.DUE, plan)
+        pipe.llen(keys.lane(plan))
+        *_, remaining = pipe.execute()
+        if remaining:
+            self.r.zadd(keys.DUE, {plan: 0}, lt=True)
+
+    def probes(self, plan: str) -> int:
+        """How many probes the plan's open circuit has made (0 when closed)."""
+        return int(self.r.hget(keys.state(plan), State.PROBES) or 0)
+
+    def count_response(self, plan: str, status: str, code: str) -> None:
+        """Count an answer whose outcome no script records (an isolation's refused request)."""
+        self.r.hincrby(keys.stats(plan), Stats.resp(status, code), 1)
+
+    def count_lookup(self, plan: str, found: bool) -> None:
+        self.r.hincrby(keys.stats(plan), Stats.LOOKUPS_FOUND if found else Stats.LOOKUPS_MISSING, 1)

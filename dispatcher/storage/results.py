@@ -1,0 +1,142 @@
+"""The scripts' answers as values, so that callers match on a type instead of indexing arrays.
+
+Each script's reply is decoded in exactly one place (``scripts.py``); a field added to or
+dropped from a reply changes one class here, and mypy finds every reader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """The lease is not the caller's any more: it must stop touching the plan at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """The head is another batch than the caller thought (``None``: the lane is empty)."""
+
+    head: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Go:
+    """Tokens taken and the batch marked in flight: POST ``payload`` now.
+
+    With ``suspect`` set (the refusal, JSON) the batch is known to hold a refused recipient:
+    no tokens were taken and the caller splits it instead.
+    """
+
+    payload: bytes
+    n: int
+    campaign: str
+    fails: int
+    waits: int
+    suspect: str
+    first_at_ms: int | None  # the first attempt; None only for a suspect never sent
+    then_suspect: str  # "" or JSON {"id", "err"}: the sibling to mark if this is accepted
+    next_id: str | None  # the batch after this one, for the commit to take in its round trip
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Not enough tokens yet."""
+
+    ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cooldown:
+    """The plan backs off (a 429's Retry-After, a 5xx backoff)."""
+
+    ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Circuit:
+    """The plan's circuit is open; the next probe is due in ``ms``."""
+
+    ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """An earlier attempt's outcome is unknown: look it up before sending again."""
+
+    first_at_ms: int | None
+    campaign: str
+    fails: int
+    then_suspect: str
+
+
+@dataclass(frozen=True, slots=True)
+class Oversize:
+    """More recipients than the burst: the batch can never be granted, split it."""
+
+    n: int
+    payload: bytes
+
+
+Take = Go | Wait | Cooldown | Circuit | Unknown | Oversize | Moved | Lost
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """The batch left the lane; ``taken`` is the take of ``head`` when the commit was asked to
+    take it in the same round trip."""
+
+    head: str | None
+    taken: Take | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The batch stays at the head."""
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """The batch was replaced by its parts; ``first`` is the new head."""
+
+    first: str
+
+
+Commit = Committed | Moved | Lost
+Hold = Held | Moved | Lost
+SplitResult = Split | Moved | Lost
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Another sender holds the lease for ``pttl_ms`` more (-1: without expiry)."""
+
+    pttl_ms: int
+
+
+Lease = Leased | Busy
+
+
+class Grant(NamedTuple):
+    """bucket.lua's answer (a tuple, so tests compare it with their model's)."""
+
+    granted: int  # 1 | 0
+    wait_ms: int  # -1: the cost is above the burst and never granted
+    tokens_x1000: int
+
+
+class Part(NamedTuple):
+    """One part of a split batch, in lane order."""
+
+    batch_id: str
+    n: int
+    payload: bytes
+    suspect: str = ""  # "" or JSON refusal: the part is known to hold a refused recipient
+    then_suspect: str = ""  # "" or JSON {"id", "err"}: the sibling to mark if accepted

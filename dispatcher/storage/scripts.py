@@ -1,0 +1,310 @@
+"""The Lua scripts in ``lua/``, registered once per Redis client and called by SHA.
+
+A script pulls in shared fragments with ``--@include lib/<name>.lua`` (the fencing check, the
+clock, the bucket's arithmetic, the take step), so each exists once and the standalone limiter,
+the take step and the commit that takes the next batch cannot drift apart.  A fragment is
+included once per script, before the first line that needs it, even when two fragments both
+include it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import weakref
+from functools import cache
+from importlib import resources
+from typing import Any, Literal, overload
+
+import redis
+from redis.client import Pipeline
+from redis.commands.core import Script
+
+from dispatcher.storage import keys
+from dispatcher.storage.results import (
+    Busy,
+    Circuit,
+    Commit,
+    Committed,
+    Cooldown,
+    Go,
+    Grant,
+    Held,
+    Hold,
+    Lease,
+    Leased,
+    Lost,
+    Moved,
+    Oversize,
+    Part,
+    Split,
+    SplitResult,
+    Take,
+    Unknown,
+    Wait,
+)
+
+_NAMES = (
+    "bucket", "take", "commit", "hold", "split", "lease", "release", "schedule", "claim",
+    "replay", "purge",
+)  # fmt: skip
+_INCLUDE = re.compile(r"^--@include (lib/\w+\.lua)\s*$", re.M)
+
+
+@cache
+def raw(path: str) -> str:
+    """A file of ``lua/`` as stored, includes not expanded."""
+    return resources.files("dispatcher.storage").joinpath("lua", path).read_text("utf-8")
+
+
+@cache
+def source(name: str) -> str:
+    """A script's text with its includes expanded, each fragment once."""
+    seen: set[str] = set()
+
+    def expand(path: str) -> str:
+        def include(m: re.Match[str]) -> str:
+            lib = m.group(1)
+            if lib in seen:
+                return ""
+            seen.add(lib)
+            try:
+                return expand(lib)
+            except FileNotFoundError:
+                raise LookupError(f"lua/{path} includes unknown file {lib}") from None
+
+        return _INCLUDE.sub(include, raw(path))
+
+    return expand(f"{name}.lua")
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _opt_int(v: Any) -> int | None:
+    return int(v) if v not in (None, b"", "") else None
+
+
+def _fenced(r: list[Any]) -> Moved | Lost | None:
+    """The refusal every fenced script may answer with (lib/fence.lua), else None."""
+    kind = _s(r[0])
+    if kind == "lost":
+        return Lost()
+    if kind == "moved":
+        return Moved(_s(r[1]) or None if len(r) > 1 else None)
+    return None
+
+
+def _take(r: list[Any]) -> Take:
+    refused = _fenced(r)
+    if refused is not None:
+        return refused
+    kind = _s(r[0])
+    if kind == "go":
+        return Go(
+            payload=bytes(r[1]),
+            n=int(r[2]),
+            campaign=_s(r[3]),
+            fails=int(r[4]),
+            waits=int(r[5]),
+            suspect=_s(r[6]),
+            first_at_ms=_opt_int(r[7]),
+            then_suspect=_s(r[8]),
+            next_id=_s(r[9]) or None,
+        )
+    if kind == "wait":
+        return Wait(int(r[1]))
+    if kind == "cooldown":
+        return Cooldown(int(r[1]))
+    if kind == "circuit":
+        return Circuit(int(r[1]))
+    if kind == "unknown":
+        return Unknown(_opt_int(r[1]), _s(r[2]), int(r[3]), _s(r[4]))
+    if kind == "oversize":
+        return Oversize(int(r[1]), bytes(r[2]))
+    raise RuntimeError(f"take.lua answered {kind!r}")
+
+
+ScheduleMode = Literal["set", "lt"]
+HoldKind = Literal["retry", "ratewait", "circuit", "notfound"]
+
+
+class Scripts:
+    """One typed method per script in ``lua/``, for one client.
+
+    Each method builds its script's KEYS and ARGV from ``keys`` and decodes the reply into a
+    value of ``results``, so the argument order a script documents in its header is spelled
+    out here and nowhere else.  Failures are redis-py's exceptions: the send loop and the
+    ticker ride out an outage by catching them, as they did before the wrappers existed.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._by_name: dict[str, Script] = {n: client.register_script(source(n)) for n in _NAMES}
+
+    def _run(self, name: str, k: list[str], a: list[Any], pipe: Pipeline | None = None) -> Any:
+        return self._by_name[name](keys=k, args=a, client=pipe)
+
+    def bucket(
+        self, plan: str, rate: float, burst: float, cost: float, now_us: int | None = None
+    ) -> Grant:
+        r = self._run("bucket", [keys.bucket(plan)], [rate, burst, cost, _clock(now_us)])
+        return Grant(int(r[0]), int(r[1]), int(r[2]))
+
+    def lease(self, plan: str, ttl_ms: int) -> Lease:
+        token, pttl = self._run("lease", [keys.lease(plan), keys.fence(plan)], [ttl_ms])
+        return Leased(_s(token)) if token else Busy(int(pttl))
+
+    @overload
+    def release(self, plan: str, token: str) -> bool: ...
+    @overload
+    def release(self, plan: str, token: str, *, pipe: Pipeline) -> None: ...
+    def release(self, plan: str, token: str, *, pipe: Pipeline | None = None) -> bool | None:
+        """With ``pipe`` only queued (its answer is not wanted), to share a round trip."""
+        r = self._run("release", [keys.lease(plan)], [token], pipe)
+        return None if pipe is not None else bool(r)
+
+    @overload
+    def schedule(self, plan: str, delay_ms: int, mode: ScheduleMode = "set") -> int: ...
+    @overload
+    def schedule(
+        self, plan: str, delay_ms: int, mode: ScheduleMode = "set", *, pipe: Pipeline
+    ) -> None: ...
+    def schedule(
+        self, plan: str, delay_ms: int, mode: ScheduleMode = "set", *, pipe: Pipeline | None = None
+    ) -> int | None:
+        """With ``pipe`` only queued (its answer is not wanted), to share a round trip."""
+        r = self._run("schedule", [keys.DUE], [plan, delay_ms, mode], pipe)
+        return None if pipe is not None else int(r)
+
+    def claim(self, max_plans: int, claim_ms: int) -> list[str]:
+        return [_s(p) for p in self._run("claim", [keys.DUE], [max_plans, claim_ms])]
+
+    def take(
+        self,
+        plan: str,
+        token: str,
+        batch_id: str,
+        *,
+        rate: float,
+        burst: float,
+        ttl_ms: int,
+        now_us: int | None = None,
+    ) -> Take:
+        k = [
+            keys.lease(plan), keys.lane(plan), keys.state(plan), keys.bucket(plan),
+            keys.batch(plan, batch_id),
+        ]  # fmt: skip
+        return _take(self._run("take", k, [token, batch_id, rate, burst, ttl_ms, _clock(now_us)]))
+
+    def commit(
+        self,
+        plan: str,
+        token: str,
+        batch_id: str,
+        campaign: str,
+        outcome: Literal["accepted", "dead"],
+        *,
+        rate: float,
+        retention_s: int,
+        status: str,
+        code: str = "",
+        text: str = "",
+        provider_batch_id: str = "",
+        reason: str = "",
+        count_response: bool = True,
+        sibling: tuple[str, str] | None = None,
+        take_next: str | None = None,
+        burst: float = 0.0,
+        ttl_ms: int = 0,
+    ) -> Commit:
+        """Record the head's final outcome.  ``sibling`` is (batch id, refusal JSON) to mark
+        suspect when this accepted batch was an isolation probe; with ``take_next`` the batch
+        after it is taken in the same round trip (with ``burst`` and ``ttl_ms``) and comes
+        back as ``Committed.taken``."""
+        entry_id = keys.new_id("d") if outcome == "dead" else ""
+        k = [
+            keys.lease(plan), keys.lane(plan), keys.batch(plan, batch_id),
+            keys.campaign(plan, campaign), keys.stats(plan), keys.state(plan), keys.dlq(plan),
+            keys.dlq_entry(plan, entry_id or "-"), keys.batch(plan, sibling[0] if sibling else "-"),
+            keys.bucket(plan), keys.batch(plan, take_next or "-"),
+        ]  # fmt: skip
+        a: list[Any] = [
+            token, batch_id, outcome, status, code, text[:500], provider_batch_id, reason,
+            retention_s, entry_id, plan, rate, "1" if count_response else "0",
+            sibling[1] if sibling else "", take_next or "", burst, ttl_ms,
+        ]  # fmt: skip
+        r = self._run("commit", k, a)
+        refused = _fenced(r)
+        if refused is not None:
+            return refused
+        head = _s(r[1]) or None
+        taken = _take(r[2]) if head is not None and len(r) > 2 else None
+        return Committed(head, taken)
+
+    def hold(
+        self,
+        plan: str,
+        token: str,
+        batch_id: str,
+        kind: HoldKind,
+        *,
+        rate: float,
+        delay_ms: int,
+        status: str = "",
+        code: str = "",
+        text: str = "",
+        ambiguous: bool = False,
+    ) -> Hold:
+        """Keep the head at the head and record why (see hold.lua for each ``kind``);
+        ``ambiguous`` keeps the in-flight mark, so the batch is looked up before a resend."""
+        k = [
+            keys.lease(plan), keys.lane(plan), keys.batch(plan, batch_id), keys.stats(plan),
+            keys.state(plan),
+        ]  # fmt: skip
+        a: list[Any] = [
+            token, batch_id, kind, status, code, text[:500], delay_ms, "1" if ambiguous else "0",
+            rate,
+        ]  # fmt: skip
+        r = self._run("hold", k, a)
+        return _fenced(r) or Held()
+
+    def split(self, plan: str, token: str, batch_id: str, parts: list[Part]) -> SplitResult:
+        k = [keys.lease(plan), keys.lane(plan), keys.batch(plan, batch_id)]
+        k += [keys.batch(plan, p.batch_id) for p in parts]
+        a: list[Any] = [token, batch_id, len(parts)]
+        a += [x for p in parts for x in (p.batch_id, p.n, p.payload)]
+        a += [p.suspect for p in parts] + [p.then_suspect for p in parts]
+        r = self._run("split", k, a)
+        return _fenced(r) or Split(_s(r[1]))
+
+    def replay(self, plan: str, entry_id: str, campaign: str, batch_id: str, payload: bytes) -> int:
+        """Put a dead letter back as batch ``batch_id``; the recipients put back (0: gone)."""
+        k = [
+            keys.dlq_entry(plan, entry_id), keys.dlq(plan), keys.lane(plan),
+            keys.batch(plan, batch_id), keys.campaign(plan, campaign), keys.stats(plan),
+        ]  # fmt: skip
+        return int(self._run("replay", k, [entry_id, batch_id, payload]))
+
+    def purge(self, plan: str, entry_id: str) -> int:
+        """Delete a dead letter; the recipients purged (0: it was gone already)."""
+        k = [keys.dlq_entry(plan, entry_id), keys.dlq(plan), keys.stats(plan)]
+        return int(self._run("purge", k, [entry_id]))
+
+
+def _clock(now_us: int | None) -> int | str:
+    return "" if now_us is None else now_us
+
+
+_lock = threading.Lock()
+_registry: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
+
+
+def for_client(client: redis.Redis) -> Scripts:
+    """The client's scripts, registered once however many callers share the client."""
+    with _lock:
+        scripts = _registry.get(client)
+        if scripts is None:
+            scripts = _registry[client] = Scripts(client)
+        return scripts
