@@ -74,12 +74,93 @@ class PlanConfig:
 
 
 @dataclass(frozen=True)
+class WorkerConfig:
+    """Every knob that governs the worker's guarantees, with the invariants between them.
+
+    The ``[worker]`` table of the config file sets them; the defaults are the tested ones, and
+    an operator rarely needs another.  Each invariant is checked at load, so a worker never
+    starts with a lease that can expire in the middle of a POST.
+    """
+
+    # The drain (sending.drain): one sender per plan under a fenced lease.
+    lease_ttl_s: float = 15.0  # renewed by every take; > http_timeout_s + COMMIT_MARGIN_S
+    slice_s: float = 2.0  # a drain gives its worker slot back after this long
+    inline_wait_s: float = 0.25  # shorter waits are slept in the task ...
+    lead_s: float = 0.1  # ... longer ones are scheduled this much early, then slept
+    sleep_budget_s: float = 0.25  # a drain sleeps at most this long in all, then gives back
+    # The ticker (sending.scheduler): starts due drains in every worker host.
+    tick_s: float = 0.05
+    claim_max: int = 50  # due plans claimed per tick
+    claim_s: float = 20.0  # a claimed plan comes due again after this, should its drain be lost
+    sweep_s: float = 10.0  # how often lanes without a schedule are looked for
+    # The provider client and Redis.
+    http_timeout_s: float = 10.0
+    http_connect_timeout_s: float = 3.0
+    redis_socket_timeout_s: float = 10.0
+    # Backoff (sending.policy): failures and rate waits are counted apart (PEERS.md 4).
+    max_attempts: int = 8  # failures (5xx, no answer) before the batch is dead-lettered
+    max_failure_age_s: float = 600.0  # ... or this long after its first attempt
+    retry_base_s: float = 0.5
+    retry_cap_s: float = 30.0
+    rate_wait_base_s: float = 1.0  # 429 without Retry-After
+    rate_wait_cap_s: float = 60.0
+    max_rate_wait_age_s: float = 6 * 3600.0  # a batch throttled this long goes to the DLQ
+    circuit_base_s: float = 30.0  # first probe after the circuit opens
+    circuit_cap_s: float = 600.0
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, what is wrong) for every broken invariant; empty when all hold."""
+        found: list[tuple[str, str]] = []
+        for name, value in vars(self).items():
+            if not _is_number(value) or value <= 0:
+                found.append((name, "must be a number > 0"))
+        if found:
+            return found
+        if self.lease_ttl_s < self.http_timeout_s + COMMIT_MARGIN_S:
+            found.append(
+                (
+                    "lease_ttl_s",
+                    f"must be >= http_timeout_s + {COMMIT_MARGIN_S:g} s (a POST and its commit "
+                    f"must fit in the lease): {self.lease_ttl_s:g} < {self.http_timeout_s:g} "
+                    f"+ {COMMIT_MARGIN_S:g}",
+                )
+            )
+        if self.slice_s >= self.lease_ttl_s:
+            found.append(("slice_s", "must be < lease_ttl_s"))
+        if self.sleep_budget_s > self.slice_s:
+            found.append(("sleep_budget_s", "must be <= slice_s"))
+        if self.lead_s >= self.inline_wait_s:
+            found.append(("lead_s", "must be < inline_wait_s"))
+        if self.http_connect_timeout_s > self.http_timeout_s:
+            found.append(("http_connect_timeout_s", "must be <= http_timeout_s"))
+        if self.redis_socket_timeout_s >= self.lease_ttl_s:
+            found.append(("redis_socket_timeout_s", "must be < lease_ttl_s"))
+        for base, cap in (
+            ("retry_base_s", "retry_cap_s"),
+            ("rate_wait_base_s", "rate_wait_cap_s"),
+            ("circuit_base_s", "circuit_cap_s"),
+        ):
+            if getattr(self, base) > getattr(self, cap):
+                found.append((base, f"must be <= {cap}"))
+        found += [
+            (k, "must be a whole number") for k in ("max_attempts", "claim_max")
+            if not _is_int(getattr(self, k))
+        ]  # fmt: skip
+        return found
+
+
+COMMIT_MARGIN_S = 2.0
+"""What a commit after the POST may take, inside the lease (the fenced commit is one script)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     redis_url: str = DEFAULT_REDIS_URL
     broker_url: str = DEFAULT_REDIS_URL
     metrics_port: int = DEFAULT_METRICS_PORT
     retention_days: float = 7.0
     plans: Mapping[str, PlanConfig] = field(default_factory=dict)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
     source: str = "<defaults>"
 
     def plan(self, plan_id: str) -> PlanConfig:
@@ -131,7 +212,7 @@ class Settings:
         def bad(key: str, what: str) -> None:
             problems.append(f"{source}: {key}: {what}")
 
-        known_top = {"redis_url", "broker_url", "metrics_port", "retention_days", "plans"}
+        known_top = {"redis_url", "broker_url", "metrics_port", "retention_days", "plans", "worker"}
         for key in data:
             if key not in known_top:
                 bad(key, f"unknown key (expected one of: {', '.join(sorted(known_top))})")
@@ -164,6 +245,7 @@ class Settings:
             plan = _load_plan(str(plan_id), raw, env, bad, require_tokens)
             if plan is not None:
                 plans[plan.id] = plan
+        worker = _load_worker(data.get("worker", {}), bad)
         if problems:
             raise ConfigError(problems)
         return cls(
@@ -172,6 +254,7 @@ class Settings:
             metrics_port=int(metrics_port),
             retention_days=float(retention),
             plans=plans,
+            worker=worker,
             source=source,
         )
 
@@ -267,3 +350,21 @@ def _is_number(v: Any) -> bool:
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _load_worker(raw: Any, bad: Callable[[str, str], None]) -> WorkerConfig:
+    if not isinstance(raw, Mapping):
+        bad("worker", "must be a table")
+        return WorkerConfig()
+    known = set(WorkerConfig.__dataclass_fields__)
+    values: dict[str, Any] = {}
+    for k, v in raw.items():
+        if k not in known:
+            bad(f"worker.{k}", f"unknown key (expected one of: {', '.join(sorted(known))})")
+        else:
+            values[k] = v
+    worker = WorkerConfig(**values)
+    broken = worker.problems()
+    for key, what in broken:
+        bad(f"worker.{key}", what)
+    return WorkerConfig() if broken else worker

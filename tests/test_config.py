@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.config import REGIONS, Secret, Settings
+from dispatcher.config import REGIONS, Secret, Settings, WorkerConfig
 from dispatcher.errors import ConfigError
 
 
@@ -104,3 +104,53 @@ def test_token_never_printed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         s.plan("other")
     assert "unknown plan 'other'" in str(err.value) and "sup3rs3cret" not in str(err.value)
+
+
+PLAN = '[plans.p]\nbase_url = "http://x"\ntoken_env = "T"\nrate = 5\n'
+
+
+def test_worker_table_sets_the_knobs_and_the_runtime_uses_them(tmp_path: Path) -> None:
+    from dispatcher.runtime import Runtime
+
+    s = load(
+        "[worker]\nlease_ttl_s = 20\nhttp_timeout_s = 12\nclaim_s = 30\nmax_attempts = 3\n" + PLAN,
+        tmp_path,
+        {"T": "t"},
+    )
+    assert (s.worker.lease_ttl_s, s.worker.http_timeout_s, s.worker.claim_s) == (20, 12, 30)
+    rt = Runtime(s)
+    assert rt.sender.timing.lease_ttl_s == 20
+    assert rt.sender.backoff.max_attempts == 3
+    assert rt.sender.http.timeout_s == 12
+    assert load(PLAN, tmp_path, {"T": "t"}).worker == WorkerConfig()
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "what"),
+    [
+        ("lease_ttl_s = 11", "worker.lease_ttl_s", "must be >= http_timeout_s + 2 s"),
+        ("http_timeout_s = 14", "worker.lease_ttl_s", "14 + 2"),
+        ("slice_s = 15", "worker.slice_s", "must be < lease_ttl_s"),
+        ("sleep_budget_s = 3", "worker.sleep_budget_s", "must be <= slice_s"),
+        ("lead_s = 0.3", "worker.lead_s", "must be < inline_wait_s"),
+        (
+            "http_connect_timeout_s = 11",
+            "worker.http_connect_timeout_s",
+            "must be <= http_timeout_s",
+        ),
+        ("redis_socket_timeout_s = 15", "worker.redis_socket_timeout_s", "must be < lease_ttl_s"),
+        ("retry_base_s = 31", "worker.retry_base_s", "must be <= retry_cap_s"),
+        ("max_attempts = 2.5", "worker.max_attempts", "whole number"),
+        ("claim_s = 0", "worker.claim_s", "must be a number > 0"),
+        ('tick_s = "fast"', "worker.tick_s", "must be a number > 0"),
+        ("lease_ttl = 20", "worker.lease_ttl", "unknown key"),
+    ],
+)
+def test_worker_invariants_are_checked_at_load(
+    tmp_path: Path, table: str, key: str, what: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(f"[worker]\n{table}\n" + PLAN, tmp_path, {"T": "t"})
+    lines = str(err.value).splitlines()
+    assert len(lines) == 1, lines
+    assert f"d.toml: {key}: " in lines[0] and what in lines[0], lines[0]

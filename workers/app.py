@@ -87,7 +87,16 @@ def _start_ticker(sender: Any = None, **_: Any) -> None:
         drain.apply_async((plan,))
 
     hostname = str(getattr(sender, "hostname", "") or "worker")
-    _ticker = Ticker(runtime.redis, start, heartbeat=Heartbeat(health.default_path(), hostname))
+    w = settings.worker
+    _ticker = Ticker(
+        runtime.redis,
+        start,
+        interval_s=w.tick_s,
+        claim_max=int(w.claim_max),
+        claim_s=w.claim_s,
+        sweep_every_s=w.sweep_s,
+        heartbeat=Heartbeat(health.default_path(), hostname),
+    )
     _ticker.start()
     log.info("dispatcher ticker started; plans: %s", ", ".join(sorted(settings.plans)) or "none")
 
