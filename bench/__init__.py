@@ -36,7 +36,7 @@ def machine() -> str:
                 break
     redis_version = "?"
     with contextlib.suppress(Exception):
-        from dispatcher.localredis import find_redis_server
+        from dispatcher.devtools.localredis import find_redis_server
 
         out = subprocess.run([find_redis_server(), "--version"], capture_output=True, text=True)
         redis_version = out.stdout.split("v=", 1)[1].split()[0]
@@ -64,7 +64,7 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def free_port() -> int:
-    from dispatcher.localredis import free_port as fp
+    from dispatcher.devtools.localredis import free_port as fp
 
     return fp()
 

@@ -168,7 +168,7 @@ def ours_run(sim: SimProcess, redis_url: str, tasks: int) -> tuple[float, float,
 
 
 def run(quick: bool = False) -> str:
-    from dispatcher.localredis import LocalRedis
+    from dispatcher.devtools.localredis import LocalRedis
 
     tasks = 100 if quick else 250
     with (

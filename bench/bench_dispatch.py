@@ -31,7 +31,7 @@ from bench import (
 )
 from dispatcher.api import Dispatcher, build_batches
 from dispatcher.campaign.prepare import prepare
-from dispatcher.localredis import LocalRedis
+from dispatcher.devtools.localredis import LocalRedis
 from dispatcher.models import Campaign
 
 WORKERS = 2

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from bench import ROOT, md_table
-from dispatcher.localredis import LocalRedis
+from dispatcher.devtools.localredis import LocalRedis
 
 N = 1_000_000
 BODY = "Hello from the benchmark"

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from bench import md_table
-from dispatcher.localredis import LocalRedis
+from dispatcher.devtools.localredis import LocalRedis
 from dispatcher.storage.scripts import for_client
 
 HUGE = 10_000_000  # per second: never the reason for a denial

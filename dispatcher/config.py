@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dispatcher.errors import ConfigError
 from dispatcher.sinch.limits import MAX_BATCH_RECIPIENTS
@@ -368,3 +369,12 @@ def _load_worker(raw: Any, bad: Callable[[str, str], None]) -> WorkerConfig:
     for key, what in broken:
         bad(f"worker.{key}", what)
     return WorkerConfig() if broken else worker
+
+
+def redacted_url(url: str) -> str:
+    """A Redis or broker URL without its user, password and query (which may hold key files),
+    for log lines and error messages (guarantee 6)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from dispatcher.config import Settings
-from dispatcher.localredis import LocalRedis
+from dispatcher.devtools.localredis import LocalRedis
 from sinch_simulator import PlanSpec, Simulator
 
 ROOT = Path(__file__).resolve().parent.parent

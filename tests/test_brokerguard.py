@@ -17,8 +17,8 @@ from kombu.common import ignore_errors
 from kombu.message import Message
 from kombu.transport import redis as kombu_redis
 
-from dispatcher import brokerguard
-from dispatcher.localredis import LocalRedis
+from dispatcher.devtools.localredis import LocalRedis
+from dispatcher.sending import brokerguard
 
 
 def _kill_broker_with_a_brpop_outstanding() -> tuple[Connection, Message]:

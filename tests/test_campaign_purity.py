@@ -133,7 +133,7 @@ def test_importing_the_package_loads_no_io_library() -> None:
         import dispatcher.campaign
         for name in {names!r}:
             importlib.import_module(name)
-        heavy = ("redis", "httpx", "celery", "kombu", "dispatcher.store", "dispatcher.sender",
+        heavy = ("redis", "httpx", "celery", "kombu", "dispatcher.store", "dispatcher.sending.drain",
                  "dispatcher.sinch.client", "dispatcher.parallel", "dispatcher.api")
         print(sorted(m for m in sys.modules if m.split(".")[0] in heavy or m in heavy))
         """

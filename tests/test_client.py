@@ -21,7 +21,7 @@ import pytest
 
 from dispatcher.config import PlanConfig, Secret
 from dispatcher.errors import LookupFailed
-from dispatcher.policy import Action, decide
+from dispatcher.sending.policy import Action, decide
 from dispatcher.sinch.client import (
     ProviderResponse,
     SinchClient,

@@ -110,7 +110,7 @@ PLAN = '[plans.p]\nbase_url = "http://x"\ntoken_env = "T"\nrate = 5\n'
 
 
 def test_worker_table_sets_the_knobs_and_the_runtime_uses_them(tmp_path: Path) -> None:
-    from dispatcher.runtime import Runtime
+    from dispatcher.sending.runtime import Runtime
 
     s = load(
         "[worker]\nlease_ttl_s = 20\nhttp_timeout_s = 12\nclaim_s = 30\nmax_attempts = 3\n" + PLAN,

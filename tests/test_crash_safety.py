@@ -20,7 +20,7 @@ from redis.retry import Retry
 
 from dispatcher import Campaign, Dispatcher, RedisUnavailable, StorageError
 from dispatcher.config import PlanConfig, Settings
-from dispatcher.sender import Sender, Timing
+from dispatcher.sending.drain import Sender, Timing
 from dispatcher.sinch.client import ProviderResponse, SinchClient
 from dispatcher.storage import keys
 from dispatcher.storage.fields import Batch

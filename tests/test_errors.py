@@ -9,7 +9,7 @@ import pytest
 
 import dispatcher
 from dispatcher import errors
-from dispatcher.localredis import free_port
+from dispatcher.devtools.localredis import free_port
 
 
 def test_every_error_class_is_under_dispatcher_error() -> None:

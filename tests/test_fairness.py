@@ -68,7 +68,7 @@ def test_a_drain_that_only_waits_gives_its_worker_slot_back(
     """A plan whose every batch waits a little for tokens must not sleep through its whole time
     slice in a worker slot that other plans' drains are queued for: after a short sleep budget
     the drain schedules itself and returns."""
-    from dispatcher.sender import Sender
+    from dispatcher.sending.drain import Sender
     from dispatcher.sinch.client import SinchClient
 
     dep = deploy([("waity", 20, {"batch_size": 5})])  # burst 20: 4 batches, then 250 ms each

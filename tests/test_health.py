@@ -7,7 +7,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from dispatcher.localredis import LocalRedis
+from dispatcher.devtools.localredis import LocalRedis
 from tests.conftest import Deployment, wait_until
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.localredis import LocalRedis, free_port
+from dispatcher.devtools.localredis import LocalRedis, free_port
 from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.slow

@@ -34,10 +34,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from dispatcher import Campaign, Dispatcher, procmetrics
+from dispatcher import Campaign, Dispatcher
 from dispatcher.config import Settings
-from dispatcher.exporter import DeploymentCollector, registry_for
-from dispatcher.localredis import free_port
+from dispatcher.devtools.localredis import free_port
+from dispatcher.observability import procmetrics
+from dispatcher.observability.exporter import DeploymentCollector, registry_for
 from dispatcher.storage import keys
 from sinch_simulator import Simulator
 from tests.conftest import ROOT, Deployment, wait_until

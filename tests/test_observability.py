@@ -27,7 +27,7 @@ import redis
 
 from dispatcher import Dispatcher
 from dispatcher.config import Settings
-from dispatcher.localredis import free_port
+from dispatcher.devtools.localredis import free_port
 from sinch_simulator import Simulator, parse_plan
 from tests.conftest import ROOT, Deployment, wait_until
 from tests.test_metrics import (

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from dispatcher import Campaign, Dispatcher
-from dispatcher.localredis import LocalRedis
+from dispatcher.devtools.localredis import LocalRedis
 from sinch_simulator import Simulator
 from tests.conftest import Deployment, wait_until
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import redis
 
-from dispatcher import persistence
-from dispatcher.localredis import LocalRedis
+from dispatcher.devtools.localredis import LocalRedis
+from dispatcher.storage import persistence
 from tests.conftest import Deployment, wait_until
 
 

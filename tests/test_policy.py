@@ -1,4 +1,4 @@
-"""Every answer of the SMS API leads to a deliberate action (dispatcher/policy.py, docs/policy.md).
+"""Every answer of the SMS API leads to a deliberate action (dispatcher/sending/policy.py, docs/policy.md).
 
 - decide() and Backoff as units;
 - docs/policy.md parsed and compared with RULES and Backoff, so the two cannot drift;
@@ -27,8 +27,8 @@ import redis
 
 from dispatcher import Campaign, Dispatcher
 from dispatcher.config import Settings
-from dispatcher.policy import RULES, Action, Backoff, Rule, decide
-from dispatcher.sender import Sender, Timing
+from dispatcher.sending.drain import Sender, Timing
+from dispatcher.sending.policy import RULES, Action, Backoff, Rule, decide
 from dispatcher.sinch.client import ProviderResponse, SinchClient
 from dispatcher.storage import keys
 from dispatcher.storage.fields import Batch, State

@@ -72,7 +72,7 @@ def test_only_the_storage_package_registers_or_evaluates_scripts() -> None:
 
 
 def test_the_send_loop_knows_no_key_or_field_names() -> None:
-    src = (ROOT / "dispatcher" / "sender.py").read_text()
+    src = (ROOT / "dispatcher" / "sending" / "drain.py").read_text()
     assert "storage.keys" not in src and "storage import keys" not in src
     assert "storage.fields" not in src
 

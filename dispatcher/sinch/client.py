@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from dispatcher.config import PlanConfig
+from dispatcher.config import PlanConfig, WorkerConfig
 from dispatcher.errors import LookupFailed
 from dispatcher.sinch.limits import format_timestamp
 
@@ -101,8 +101,8 @@ class SinchClient:
     def __init__(
         self,
         *,
-        timeout_s: float = 10.0,
-        connect_timeout_s: float = 3.0,
+        timeout_s: float = WorkerConfig.http_timeout_s,
+        connect_timeout_s: float = WorkerConfig.http_connect_timeout_s,
         max_connections: int = 64,
     ) -> None:
         self.timeout_s = timeout_s

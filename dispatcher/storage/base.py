@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 
@@ -33,3 +33,9 @@ def wraps_redis_errors(fn: Callable[P, T]) -> Callable[P, T]:
             raise StorageError(f"Redis failed: {exc.__class__.__name__}: {exc}") from exc
 
     return wrapper
+
+
+def as_text(value: Any) -> str:
+    """A Redis reply as ``str``: clients are built without ``decode_responses`` because batch
+    bodies are bytes and are POSTed as they are, so every text reply is decoded here."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -7,17 +7,12 @@ its end), so the loop's Redis cost stays what it was when it built these pipelin
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis
 
 from dispatcher.storage import keys
+from dispatcher.storage.base import as_text
 from dispatcher.storage.fields import State, Stats
 from dispatcher.storage.scripts import Scripts, for_client
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class Lanes:
@@ -32,7 +27,7 @@ class Lanes:
         self.scripts.schedule(plan, due_in_ms, "set", pipe=pipe)
         pipe.lindex(keys.lane(plan), 0)
         _, head = pipe.execute()
-        return _s(head) if head is not None else None
+        return as_text(head) if head is not None else None
 
     def release_and_schedule(self, plan: str, token: str, delay_ms: int) -> None:
         pipe = self.r.pipeline(transaction=False)

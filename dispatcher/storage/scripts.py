@@ -21,6 +21,7 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 
 from dispatcher.storage import keys
+from dispatcher.storage.base import as_text
 from dispatcher.storage.results import (
     Busy,
     Circuit,
@@ -78,21 +79,17 @@ def source(name: str) -> str:
     return expand(f"{name}.lua")
 
 
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 def _opt_int(v: Any) -> int | None:
     return int(v) if v not in (None, b"", "") else None
 
 
 def _fenced(r: list[Any]) -> Moved | Lost | None:
     """The refusal every fenced script may answer with (lib/fence.lua), else None."""
-    kind = _s(r[0])
+    kind = as_text(r[0])
     if kind == "lost":
         return Lost()
     if kind == "moved":
-        return Moved(_s(r[1]) or None if len(r) > 1 else None)
+        return Moved(as_text(r[1]) or None if len(r) > 1 else None)
     return None
 
 
@@ -100,18 +97,18 @@ def _take(r: list[Any]) -> Take:
     refused = _fenced(r)
     if refused is not None:
         return refused
-    kind = _s(r[0])
+    kind = as_text(r[0])
     if kind == "go":
         return Go(
             payload=bytes(r[1]),
             n=int(r[2]),
-            campaign=_s(r[3]),
+            campaign=as_text(r[3]),
             fails=int(r[4]),
             waits=int(r[5]),
-            suspect=_s(r[6]),
+            suspect=as_text(r[6]),
             first_at_ms=_opt_int(r[7]),
-            then_suspect=_s(r[8]),
-            next_id=_s(r[9]) or None,
+            then_suspect=as_text(r[8]),
+            next_id=as_text(r[9]) or None,
         )
     if kind == "wait":
         return Wait(int(r[1]))
@@ -120,7 +117,7 @@ def _take(r: list[Any]) -> Take:
     if kind == "circuit":
         return Circuit(int(r[1]))
     if kind == "unknown":
-        return Unknown(_opt_int(r[1]), _s(r[2]), int(r[3]), _s(r[4]))
+        return Unknown(_opt_int(r[1]), as_text(r[2]), int(r[3]), as_text(r[4]))
     if kind == "oversize":
         return Oversize(int(r[1]), bytes(r[2]))
     raise RuntimeError(f"take.lua answered {kind!r}")
@@ -154,7 +151,7 @@ class Scripts:
 
     def lease(self, plan: str, ttl_ms: int) -> Lease:
         token, pttl = self._run("lease", [keys.lease(plan), keys.fence(plan)], [ttl_ms])
-        return Leased(_s(token)) if token else Busy(int(pttl))
+        return Leased(as_text(token)) if token else Busy(int(pttl))
 
     @overload
     def release(self, plan: str, token: str) -> bool: ...
@@ -179,7 +176,7 @@ class Scripts:
         return None if pipe is not None else int(r)
 
     def claim(self, max_plans: int, claim_ms: int) -> list[str]:
-        return [_s(p) for p in self._run("claim", [keys.DUE], [max_plans, claim_ms])]
+        return [as_text(p) for p in self._run("claim", [keys.DUE], [max_plans, claim_ms])]
 
     def take(
         self,
@@ -239,7 +236,7 @@ class Scripts:
         refused = _fenced(r)
         if refused is not None:
             return refused
-        head = _s(r[1]) or None
+        head = as_text(r[1]) or None
         taken = _take(r[2]) if head is not None and len(r) > 2 else None
         return Committed(head, taken)
 
@@ -277,7 +274,7 @@ class Scripts:
         a += [x for p in parts for x in (p.batch_id, p.n, p.payload)]
         a += [p.suspect for p in parts] + [p.then_suspect for p in parts]
         r = self._run("split", k, a)
-        return _fenced(r) or Split(_s(r[1]))
+        return _fenced(r) or Split(as_text(r[1]))
 
     def replay(self, plan: str, entry_id: str, campaign: str, batch_id: str, payload: bytes) -> int:
         """Put a dead letter back as batch ``batch_id``; the recipients put back (0: gone)."""

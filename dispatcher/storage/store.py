@@ -19,8 +19,9 @@ import redis
 from dispatcher.errors import NotFound
 from dispatcher.models import CampaignState, CampaignStatus, DeadLetter
 from dispatcher.sinch import payload as batch_body
+from dispatcher.sinch.limits import format_timestamp
 from dispatcher.storage import keys
-from dispatcher.storage.base import wraps_redis_errors
+from dispatcher.storage.base import as_text, wraps_redis_errors
 from dispatcher.storage.fields import (
     SNAPSHOT_HEAD_AGE_MS,
     SNAPSHOT_STATE_PREFIX,
@@ -50,12 +51,7 @@ def iso_ms(ms: str | bytes | int | None) -> str | None:
     if ms in (None, b"", ""):
         return None
     assert ms is not None
-    dt = datetime.fromtimestamp(int(ms) / 1000, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+    return format_timestamp(datetime.fromtimestamp(int(ms) / 1000, UTC))
 
 
 class Store:
@@ -142,7 +138,7 @@ class Store:
         plan = self.r.hget(keys.CAMPAIGNS, campaign_id)
         if plan is None:
             raise NotFound(f"no campaign {campaign_id!r} (unknown, or expired after retention)")
-        return _s(plan)
+        return as_text(plan)
 
     @wraps_redis_errors
     def campaign_status(self, campaign_id: str) -> CampaignStatus:
@@ -153,7 +149,7 @@ class Store:
         rec, (circuit, paused) = pipe.execute()
         if not rec:
             raise NotFound(f"no campaign {campaign_id!r} (unknown, or expired after retention)")
-        f = {_s(k): _s(v) for k, v in rec.items()}
+        f = {as_text(k): as_text(v) for k, v in rec.items()}
         recipients, sent = int(f[Campaign.RECIPIENTS]), int(f[Campaign.SENT])
         dead = int(f[Campaign.DEAD_LETTERED])
         state: CampaignState
@@ -181,7 +177,7 @@ class Store:
     # ---------------------------------------------------------------- plans
     @wraps_redis_errors
     def known_plans(self) -> list[str]:
-        return sorted(_s(p) for p in self.r.smembers(keys.PLANS))
+        return sorted(as_text(p) for p in self.r.smembers(keys.PLANS))
 
     @wraps_redis_errors
     def plan_snapshot(self, plans: Iterable[str]) -> dict[str, dict[str, str]]:
@@ -197,11 +193,11 @@ class Store:
         snap: dict[str, dict[str, str]] = {}
         for i, p in enumerate(plans):
             st, stats, head = out[3 * i : 3 * i + 3]
-            merged = {f"{SNAPSHOT_STATE_PREFIX}{_s(k)}": _s(v) for k, v in st.items()}
-            merged.update({_s(k): _s(v) for k, v in stats.items()})
+            merged = {f"{SNAPSHOT_STATE_PREFIX}{as_text(k)}": as_text(v) for k, v in st.items()}
+            merged.update({as_text(k): as_text(v) for k, v in stats.items()})
             snap[p] = merged
             if head is not None:
-                heads[p] = _s(head)
+                heads[p] = as_text(head)
         if heads:
             pipe = self.r.pipeline(transaction=False)
             for p, h in heads.items():
@@ -239,7 +235,7 @@ class Store:
         wanted: list[str] = []
         for p, entry_ids in zip(plans, ids, strict=True):
             for e in entry_ids:
-                pipe.hgetall(keys.dlq_entry(p, _s(e)))
+                pipe.hgetall(keys.dlq_entry(p, as_text(e)))
                 wanted.append(p)
         rows = pipe.execute() if wanted else []
         return [_dead_letter(row) for row in rows if row]
@@ -266,7 +262,7 @@ class Store:
         if entry_id:
             return [(self._find_entry(entry_id), entry_id)]
         assert plan
-        return [(plan, _s(e)) for e in self.r.lrange(keys.dlq(plan), 0, -1)]
+        return [(plan, as_text(e)) for e in self.r.lrange(keys.dlq(plan), 0, -1)]
 
     @wraps_redis_errors
     def replay(self, entry_id: str | None = None, *, plan: str | None = None) -> tuple[int, int]:
@@ -279,8 +275,8 @@ class Store:
             )
             if raw[0] is None:
                 continue  # replayed or purged meanwhile
-            campaign = _s(raw[1])
-            new_bid = f"{_s(raw[2])}.r{secrets.token_hex(2)}"
+            campaign = as_text(raw[1])
+            new_bid = f"{as_text(raw[2])}.r{secrets.token_hex(2)}"
             payload = batch_body.rereference(raw[0], new_bid)
             n = self.scripts.replay(p, eid, campaign, new_bid, payload)
             if n:
@@ -307,19 +303,19 @@ def _seconds(ms: str | None) -> float | None:
 
 
 def _dead_letter(row: Mapping[Any, Any]) -> DeadLetter:
-    f = {_s(k): v for k, v in row.items()}
-    status = _s(f.get(Entry.STATUS, b""))
+    f = {as_text(k): v for k, v in row.items()}
+    status = as_text(f.get(Entry.STATUS, b""))
     return DeadLetter(
-        id=_s(f[Entry.ID]),
-        plan=_s(f[Entry.PLAN]),
-        campaign_id=_s(f.get(Batch.CAMPAIGN, b"")),
-        batch_id=_s(f[Entry.BATCH_ID]),
+        id=as_text(f[Entry.ID]),
+        plan=as_text(f[Entry.PLAN]),
+        campaign_id=as_text(f.get(Batch.CAMPAIGN, b"")),
+        batch_id=as_text(f[Entry.BATCH_ID]),
         recipients=batch_body.recipients(f[Batch.PAYLOAD]),
         status=int(status) if status.isdigit() else None,
-        code=_s(f.get(Entry.CODE, b"")),
-        text=_s(f.get(Entry.TEXT, b"")),
-        reason=_s(f.get(Entry.REASON, b"")),
-        attempts=int(_s(f.get(Batch.FAILS, b"0"))) + 1,
+        code=as_text(f.get(Entry.CODE, b"")),
+        text=as_text(f.get(Entry.TEXT, b"")),
+        reason=as_text(f.get(Entry.REASON, b"")),
+        attempts=int(as_text(f.get(Batch.FAILS, b"0"))) + 1,
         first_attempt_at=iso_ms(f.get(Batch.FIRST_AT)),
         last_attempt_at=iso_ms(f.get(Batch.LAST_AT)),
     )

@@ -11,34 +11,10 @@ import threading
 
 import redis
 
-from dispatcher.config import Settings, WorkerConfig
-from dispatcher.policy import Backoff
-from dispatcher.sender import Sender, Timing
+from dispatcher.config import Settings
+from dispatcher.sending.drain import Sender, Timing
+from dispatcher.sending.policy import Backoff
 from dispatcher.sinch.client import SinchClient
-
-
-def timing(w: WorkerConfig) -> Timing:
-    return Timing(
-        lease_ttl_s=w.lease_ttl_s,
-        slice_s=w.slice_s,
-        inline_wait_s=w.inline_wait_s,
-        lead_s=w.lead_s,
-        sleep_budget_s=w.sleep_budget_s,
-    )
-
-
-def backoff(w: WorkerConfig) -> Backoff:
-    return Backoff(
-        max_attempts=int(w.max_attempts),
-        max_failure_age_s=w.max_failure_age_s,
-        retry_base_s=w.retry_base_s,
-        retry_cap_s=w.retry_cap_s,
-        rate_wait_base_s=w.rate_wait_base_s,
-        rate_wait_cap_s=w.rate_wait_cap_s,
-        max_rate_wait_age_s=w.max_rate_wait_age_s,
-        circuit_base_s=w.circuit_base_s,
-        circuit_cap_s=w.circuit_cap_s,
-    )
 
 
 class Runtime:
@@ -63,7 +39,11 @@ class Runtime:
                         timeout_s=w.http_timeout_s, connect_timeout_s=w.http_connect_timeout_s
                     )
                     self._sender = Sender(
-                        self.settings, self._redis, http, backoff=backoff(w), timing=timing(w)
+                        self.settings,
+                        self._redis,
+                        http,
+                        backoff=Backoff.from_config(w),
+                        timing=Timing.from_config(w),
                     )
                     self._pid = os.getpid()
 

@@ -17,6 +17,7 @@ from enum import StrEnum
 
 import tenacity
 
+from dispatcher.config import WorkerConfig
 from dispatcher.sinch.client import ProviderResponse
 
 
@@ -87,17 +88,26 @@ def decide(resp: ProviderResponse) -> Rule:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Limits and waits.  Failures and rate waits are counted apart (PEERS.md 4)."""
+    """Limits and waits.  Failures and rate waits are counted apart (PEERS.md 4); the values
+    and what each means live in config.WorkerConfig."""
 
-    max_attempts: int = 8  # failures (5xx, no answer) before the batch is dead-lettered
-    max_failure_age_s: float = 600.0  # ... or this long after its first attempt
-    retry_base_s: float = 0.5
-    retry_cap_s: float = 30.0
-    rate_wait_base_s: float = 1.0  # 429 without Retry-After
-    rate_wait_cap_s: float = 60.0
-    max_rate_wait_age_s: float = 6 * 3600.0  # a batch throttled this long goes to the DLQ
-    circuit_base_s: float = 30.0  # first probe after the circuit opens
-    circuit_cap_s: float = 600.0
+    max_attempts: int = WorkerConfig.max_attempts
+    max_failure_age_s: float = WorkerConfig.max_failure_age_s
+    retry_base_s: float = WorkerConfig.retry_base_s
+    retry_cap_s: float = WorkerConfig.retry_cap_s
+    rate_wait_base_s: float = WorkerConfig.rate_wait_base_s
+    rate_wait_cap_s: float = WorkerConfig.rate_wait_cap_s
+    max_rate_wait_age_s: float = WorkerConfig.max_rate_wait_age_s
+    circuit_base_s: float = WorkerConfig.circuit_base_s
+    circuit_cap_s: float = WorkerConfig.circuit_cap_s
+
+    @classmethod
+    def from_config(cls, w: WorkerConfig) -> Backoff:
+        return cls(
+            int(w.max_attempts), w.max_failure_age_s, w.retry_base_s, w.retry_cap_s,
+            w.rate_wait_base_s, w.rate_wait_cap_s, w.max_rate_wait_age_s,
+            w.circuit_base_s, w.circuit_cap_s,
+        )  # fmt: skip
 
     def _state(self, attempt: int, age_s: float) -> tenacity.RetryCallState:
         state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]

@@ -26,10 +26,10 @@ from typing import Literal, NamedTuple
 
 import redis
 
-from dispatcher.config import PlanConfig, Settings
+from dispatcher.config import PlanConfig, Settings, WorkerConfig
 from dispatcher.errors import LookupFailed
-from dispatcher.metrics import REQUEST_DURATION, TOKEN_WAIT
-from dispatcher.policy import Action, Backoff, decide
+from dispatcher.observability.histograms import REQUEST_DURATION, TOKEN_WAIT
+from dispatcher.sending.policy import Action, Backoff, decide
 from dispatcher.sinch import payload as batch_body
 from dispatcher.sinch.client import ProviderResponse, SinchClient
 from dispatcher.storage.lanes import Lanes
@@ -48,19 +48,27 @@ from dispatcher.storage.results import (
 )
 from dispatcher.storage.scripts import HoldKind, ScheduleMode, for_client
 
-log = logging.getLogger("dispatcher.sender")
+log = logging.getLogger("dispatcher.sending.drain")
 
 
 @dataclass(frozen=True)
 class Timing:
-    lease_ttl_s: float = 15.0  # > HTTP timeout + commit; renewed by every take
-    slice_s: float = 2.0  # a drain gives its worker slot back after this long
-    inline_wait_s: float = 0.25  # shorter waits are slept in the task ...
-    lead_s: float = 0.1  # ... longer ones are scheduled this much early, then slept
-    # ... but a drain sleeps at most this long in all, then gives its worker slot back: a plan
-    # that only waits must not hold a slot other plans' drains queue for (while it queues,
-    # its bucket fills, so it loses nothing).
-    sleep_budget_s: float = 0.25
+    """The drain's clock; the values and what each means live in config.WorkerConfig.
+
+    A drain sleeps at most ``sleep_budget_s`` in all, then gives its worker slot back: a plan
+    that only waits must not hold a slot other plans' drains queue for (while it queues, its
+    bucket fills, so it loses nothing).
+    """
+
+    lease_ttl_s: float = WorkerConfig.lease_ttl_s
+    slice_s: float = WorkerConfig.slice_s
+    inline_wait_s: float = WorkerConfig.inline_wait_s
+    lead_s: float = WorkerConfig.lead_s
+    sleep_budget_s: float = WorkerConfig.sleep_budget_s
+
+    @classmethod
+    def from_config(cls, w: WorkerConfig) -> Timing:
+        return cls(w.lease_ttl_s, w.slice_s, w.inline_wait_s, w.lead_s, w.sleep_budget_s)
 
 
 class _Lost(Exception):

@@ -17,12 +17,13 @@ from collections.abc import Callable
 
 import redis
 
-from dispatcher import persistence
-from dispatcher.health import Heartbeat
-from dispatcher.storage import keys
+from dispatcher.config import WorkerConfig
+from dispatcher.sending.health import Heartbeat
+from dispatcher.storage import keys, persistence
+from dispatcher.storage.base import as_text
 from dispatcher.storage.scripts import for_client
 
-log = logging.getLogger("dispatcher.scheduler")
+log = logging.getLogger("dispatcher.sending.scheduler")
 
 
 class Ticker(threading.Thread):
@@ -31,10 +32,10 @@ class Ticker(threading.Thread):
         client: redis.Redis,
         start_drain: Callable[[str], None],
         *,
-        interval_s: float = 0.05,
-        claim_max: int = 50,
-        claim_s: float = 20.0,
-        sweep_every_s: float = 10.0,
+        interval_s: float = WorkerConfig.tick_s,
+        claim_max: int = WorkerConfig.claim_max,
+        claim_s: float = WorkerConfig.claim_s,
+        sweep_every_s: float = WorkerConfig.sweep_s,
         heartbeat: Heartbeat | None = None,
     ) -> None:
         super().__init__(name="dispatcher-ticker", daemon=True)
@@ -91,9 +92,7 @@ class Ticker(threading.Thread):
         return plans
 
     def sweep(self) -> int:
-        plans = [
-            p.decode() if isinstance(p, bytes) else str(p) for p in self.r.smembers(keys.PLANS)
-        ]
+        plans = [as_text(p) for p in self.r.smembers(keys.PLANS)]
         if not plans:
             return 0
         pipe = self.r.pipeline(transaction=False)

@@ -5,13 +5,14 @@ child would let only the first one bind the port, and Prometheus would see one c
 as if they were the host's.  So every child observes into its own files in
 ``PROMETHEUS_MULTIPROC_DIR`` and the pool's parent serves one registry that adds them up.
 
-The order of events matters, and ``workers/app.py`` wires it:
+The order of events matters, and ``dispatcher.sending.app`` wires it:
 
-1. before anything imports prometheus-client (it picks file-backed values at its first import),
-   the top of ``workers/app.py`` points ``PROMETHEUS_MULTIPROC_DIR`` at the operator's
-   directory or at a private temporary one (:data:`PRIVATE_PREFIX`);
-2. ``worker_init`` (parent, before the pool forks): :func:`claim_dir` wipes the files of an
-   earlier run of this host, which would otherwise be added to this run's counts forever;
+1. ``worker_init`` (parent, before the pool forks, and before anything imports
+   prometheus-client, which picks file-backed values at its first import):
+   :func:`claim_dir` points ``PROMETHEUS_MULTIPROC_DIR`` at a private temporary directory
+   (:data:`PRIVATE_PREFIX`) unless the operator set one;
+2. the same call wipes the files of an earlier run of this host, which would otherwise be added
+   to this run's counts forever;
 3. ``worker_ready`` (parent, pool running): :func:`start_server` on
    ``DISPATCH_WORKER_METRICS_PORT`` (default 9809, 0 disables);
 4. ``worker_process_shutdown`` (a child exiting): :func:`child_exited`;
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import IO
 from wsgiref.simple_server import WSGIServer
 
-log = logging.getLogger("dispatcher.procmetrics")
+log = logging.getLogger("dispatcher.observability.procmetrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PORT_ENV = "DISPATCH_WORKER_METRICS_PORT"
@@ -60,8 +61,7 @@ _lock_file: IO[bytes] | None = None
 def multiproc_dir(environ: Mapping[str, str] | None = None) -> str:
     """The operator's ``PROMETHEUS_MULTIPROC_DIR``, or a new private directory.
 
-    For callers that can import this module before prometheus-client; ``workers/app.py``
-    inlines the same expression so that it depends on nothing but the standard library.
+    For callers that run before prometheus-client is first imported (the worker's start-up).
     """
     env = os.environ if environ is None else environ
     return env.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix=PRIVATE_PREFIX)
@@ -85,13 +85,18 @@ def multiprocess_active() -> bool:
     return bool(values.ValueClass.__name__ == "MmapedValue")
 
 
-def claim_dir() -> Path | None:
+def claim_dir(*, create: bool = False) -> Path | None:
     """Create, lock and empty the directory; call in the worker parent before the pool forks.
 
     Files left by an earlier run of this host (same directory, dead pids) would be summed into
-    every later scrape; a directory another live worker holds is left alone.
+    every later scrape; a directory another live worker holds is left alone.  ``create`` sets
+    ``PROMETHEUS_MULTIPROC_DIR`` to a private directory when the operator gave none: the one
+    process-wide change the worker makes, at its own start-up, because prometheus-client reads
+    its mode from the environment and nowhere else.
     """
     global _lock_file
+    if create and not os.environ.get(MULTIPROC_ENV):
+        os.environ[MULTIPROC_ENV] = multiproc_dir()
     path = _current_dir()
     if path is None:
         log.warning("%s is not set: per-process histograms are not served", MULTIPROC_ENV)

@@ -25,7 +25,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import FrameType
-from urllib.parse import urlsplit
 
 import redis
 from prometheus_client import CollectorRegistry, start_http_server
@@ -33,12 +32,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from dispatcher.config import Settings
+from dispatcher.config import Settings, redacted_url
 from dispatcher.errors import StorageError
 from dispatcher.storage.fields import SNAPSHOT_HEAD_AGE_MS, SNAPSHOT_STATE_PREFIX, State, Stats
 from dispatcher.storage.store import Store
 
-log = logging.getLogger("dispatcher.exporter")
+log = logging.getLogger("dispatcher.observability.exporter")
 
 PREFIX = "dispatcher_"
 
@@ -109,14 +108,6 @@ def _status(status: str) -> str:
     return _code(status) or "none"
 
 
-def safe_url(url: str) -> str:
-    """A Redis URL without its password, for log lines."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 class DeploymentCollector(Collector):
     """Reads every plan's stats and state from Redis at each scrape (a few round trips)."""
 
@@ -154,14 +145,14 @@ class DeploymentCollector(Collector):
                 if self._last_error != what:
                     log.warning(
                         "cannot read Redis at %s (%s); serving dispatcher_redis_up 0",
-                        safe_url(self.settings.redis_url),
+                        redacted_url(self.settings.redis_url),
                         what,
                     )
                 self._last_error = what
             return None
         with self._lock:
             if self._last_error is not None:
-                log.info("Redis at %s readable again", safe_url(self.settings.redis_url))
+                log.info("Redis at %s readable again", redacted_url(self.settings.redis_url))
             self._last_error = None
         return snap
 
@@ -333,7 +324,7 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
     previous = signal.signal(signal.SIGTERM, on_term)
     print(
         f"dispatcher metrics: serving http://{host}:{httpd.server_port}/metrics "
-        f"(Redis {safe_url(settings.redis_url)}, {len(settings.plans)} configured plans)",
+        f"(Redis {redacted_url(settings.redis_url)}, {len(settings.plans)} configured plans)",
         file=sys.stderr,
         flush=True,
     )

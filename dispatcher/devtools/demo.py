@@ -27,7 +27,7 @@ from rich.table import Table
 
 from dispatcher.api import Dispatcher
 from dispatcher.config import Settings
-from dispatcher.localredis import LocalRedis
+from dispatcher.devtools.localredis import LocalRedis
 from dispatcher.models import Campaign
 from sinch_simulator import PlanSpec, Simulator
 
