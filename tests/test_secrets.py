@@ -193,7 +193,10 @@ def test_no_token_anywhere(
         [sys.executable, "-m", "celery", "-A", "workers", "worker", "--concurrency", "1"],
         env={**dep.env, "SEC_OK_TOKEN": ""}, cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert broken.returncode != 0
+    assert broken.returncode == 2, broken.stderr
+    assert "Traceback" not in broken.stderr
+    (line,) = broken.stderr.strip().splitlines()
+    assert line.startswith(f"{dep.config}: ") and "SEC_OK_TOKEN" in line, line
     texts.append(broken.stdout + broken.stderr)
     # The CLI with an unreachable Redis whose URL carries a password.
     no_redis = subprocess.run(
