@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.support.deploy import ROOT
 
 PKG = ROOT / "dispatcher"
 

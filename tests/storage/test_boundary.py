@@ -1,0 +1,134 @@
+"""``dispatcher/storage`` is the only code that knows the Redis layout: these checks keep it so.
+
+Each script is called by one typed method (so its KEYS/ARGV order is spelled in one place),
+nothing else registers or evaluates scripts, every script documents its KEYS, ARGV and reply
+at its top, and every hash field a script spells is a constant Python reads it by.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import pytest
+
+from dispatcher.storage import fields, scripts
+from tests.support.deploy import ROOT
+
+LUA = ROOT / "dispatcher" / "storage" / "lua"
+SCRIPTS = sorted(p.stem for p in LUA.glob("*.lua"))
+LIBS = sorted(p.relative_to(LUA).as_posix() for p in (LUA / "lib").glob("*.lua"))
+SOURCES = [
+    p
+    for d in ("dispatcher", "workers", "bench", "tests", "sinch_simulator")
+    for p in sorted((ROOT / d).rglob("*.py"))
+]
+
+
+def _script_calls() -> dict[str, list[str]]:
+    """script name -> the ``Scripts`` methods that run it (``self._run("name", ...)``)."""
+    tree = ast.parse((ROOT / "dispatcher" / "storage" / "scripts.py").read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Scripts")
+    calls: dict[str, list[str]] = {}
+    for fn in cls.body:
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        for node in ast.walk(fn):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "_run"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                calls.setdefault(str(node.args[0].value), []).append(fn.name)
+    return calls
+
+
+def test_every_script_is_run_by_exactly_one_wrapper_method_of_its_name() -> None:
+    assert sorted(scripts._NAMES) == SCRIPTS
+    assert _script_calls() == {name: [name] for name in SCRIPTS}
+
+
+def test_only_the_storage_package_registers_or_evaluates_scripts() -> None:
+    forbidden = {"register_script", "evalsha", "evalsha_ro", "eval", "eval_ro", "script_load"}
+    found: list[str] = []
+    for path in SOURCES:
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("dispatcher/storage/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in forbidden:
+                found.append(f"{rel}:{node.lineno} .{node.attr}")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "redis.commands"
+            ):
+                found.append(f"{rel}:{node.lineno} from {node.module}")
+            if isinstance(node, ast.Import) and any(
+                a.name.startswith("redis.commands") for a in node.names
+            ):
+                found.append(f"{rel}:{node.lineno} import redis.commands")
+    assert found == []
+
+
+def test_the_send_loop_knows_no_key_or_field_names() -> None:
+    src = (ROOT / "dispatcher" / "sending" / "drain.py").read_text()
+    assert "storage.keys" not in src and "storage import keys" not in src
+    assert "storage.fields" not in src
+
+
+@pytest.mark.parametrize("path", [f"{s}.lua" for s in SCRIPTS] + LIBS)
+def test_every_lua_file_documents_its_keys_argv_and_answer(path: str) -> None:
+    header = []
+    for line in (LUA / path).read_text().splitlines():
+        if not line.startswith("--") or line.startswith("--@"):
+            break
+        header.append(line)
+    text = "\n".join(header)
+    assert re.search(r"^-- KEYS", text, re.M), f"{path}: no KEYS in its header"
+    assert re.search(r"^-- ARGV|ARGV\[1\]", text, re.M), f"{path}: no ARGV in its header"
+    assert re.search(r"^-- (Returns|Defines)", text, re.M), f"{path}: no reply in its header"
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_includes_resolve_once_each(name: str) -> None:
+    src = scripts.source(name)
+    assert "--@include" not in src
+    for lib in LIBS:
+        assert src.count(scripts.raw(lib)) <= 1, lib
+
+
+# Quoted words in the scripts that are not field names: Redis arguments, reply tags and the
+# values ARGV may carry, and string formats.
+_NOT_FIELDS = {
+    "LT", "LIMIT", "PX", "-inf", "%.6f", "%.3f", "%d", "",
+    "ok", "lost", "moved", "go", "wait", "cooldown", "circuit", "unknown", "oversize",
+    "accepted", "dead", "retry", "ratewait", "notfound", "lookup", "set", "lt", "1", "0",
+    "batch ", " is in the lane but has no record", ":",
+}  # fmt: skip
+
+
+def _field_values() -> set[str]:
+    out: set[str] = set()
+    for cls in vars(fields).values():
+        if isinstance(cls, type):
+            for v in vars(cls).values():
+                if isinstance(v, str):
+                    out.add(v)
+                elif isinstance(v, tuple):
+                    out.update(x for x in v if isinstance(x, str))
+    return out
+
+
+def test_every_field_a_script_spells_is_a_python_constant() -> None:
+    known = _field_values()
+    spelled: set[str] = set()
+    for path in LUA.rglob("*.lua"):
+        code = "\n".join(line.split("--", 1)[0] for line in path.read_text().splitlines())
+        spelled.update(re.findall(r"'([^']*)'", code))
+    unknown = {
+        w for w in spelled - _NOT_FIELDS - known if not w.isupper()
+    }  # upper case: Redis commands
+    assert unknown == set()
+    # ... and the check has teeth: the scripts do spell the fields Python reads.
+    assert {"cooldown_until", "probe_at", "eff_rate", "first_at", "resp:", "dlq:"} <= spelled
