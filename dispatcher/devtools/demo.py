@@ -221,11 +221,15 @@ def _summary(run: _Run) -> Table:
         refs = [a.client_reference or "" for a in arrivals]
         order_ok = refs == sorted(refs, key=lambda r: int(r.rsplit(".", 1)[-1]))
         span = (arrivals[-1].t - arrivals[0].t) if len(arrivals) > 1 else 0.0
-        # The first `burst` recipients go at once; the rest at the limit.
-        mean = (len(got) - len(arrivals[0].to)) / span if span > 0 else float("nan")
+        # The first `burst` recipients go at once; the rest at the limit.  A plan sent in one
+        # batch has no rate to show: it went at once, inside its burst.
+        mean = (len(got) - len(arrivals[0].to)) / span if span > 0 else None
+        rate_cells = (
+            ("-", "one batch") if mean is None else (f"{mean:.1f}", f"{100 * mean / p.rate:.0f}%")
+        )
         table.add_row(
             p.plan, f"{p.rate:g}", str(st.sent), str(st.dead_lettered),
-            f"{finished.get(p.plan, 0):.1f}", f"{mean:.1f}", f"{100 * mean / p.rate:.0f}%",
+            f"{finished.get(p.plan, 0):.1f}", *rate_cells,
             "yes" if order_ok else "[red]NO[/]", str(len(got) - len(set(got))),
         )  # fmt: skip
     return table
