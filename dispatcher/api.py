@@ -28,7 +28,7 @@ from dispatcher.parallel import check_unique as check_unique_forked
 from dispatcher.sinch import payload
 from dispatcher.storage import fields
 from dispatcher.storage.keys import new_id
-from dispatcher.storage.store import PreparedBatch, Store
+from dispatcher.storage.store import Store
 
 
 class Dispatcher:
@@ -170,11 +170,10 @@ def build_batches(
     prepared: Prepared,
     send_at: str | None = None,
     expire_at: str | None = None,
-) -> list[PreparedBatch]:
+) -> list[payload.Body]:
     """Split into batches of ``plan.batch_size``, each request body rendered once."""
-    return [
-        PreparedBatch(batch_id, n, data)
-        for batch_id, n, data in payload.build(
+    return list(
+        payload.build(
             campaign_id,
             sender,
             body,
@@ -184,4 +183,4 @@ def build_batches(
             send_at=send_at,
             expire_at=expire_at,
         )
-    ]
+    )

@@ -18,12 +18,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["Body", "build", "recipients", "rereference", "split"]
 
-Body = tuple[str, int, bytes]
-"""``(client_reference, number of recipients, request body)``: a batch ready to store."""
+
+class Body(NamedTuple):
+    """A batch ready to store and POST as it is: its id is its ``client_reference``."""
+
+    batch_id: str
+    recipients: int
+    payload: bytes
+
 
 _DEFAULT = "default"
 
@@ -59,7 +65,7 @@ def build(
                 json.dumps(_own_parameters(parameters, chunk), ensure_ascii=False),
             ]
         parts.append("}")
-        yield batch_id, len(chunk), "".join(parts).encode()
+        yield Body(batch_id, len(chunk), "".join(parts).encode())
 
 
 def split(body: bytes | str, sizes: Sequence[int], reference: str) -> list[Body]:
@@ -83,7 +89,7 @@ def split(body: bytes | str, sizes: Sequence[int], reference: str) -> list[Body]
             part["parameters"] = {
                 k: {m: v for m, v in vals.items() if m in wanted} for k, vals in params.items()
             }
-        parts.append((part_id, len(chunk), _encode(part)))
+        parts.append(Body(part_id, len(chunk), _encode(part)))
     return parts
 
 

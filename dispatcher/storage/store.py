@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +19,7 @@ from dispatcher.errors import NotFound
 from dispatcher.models import CampaignState, CampaignStatus, DeadLetter
 from dispatcher.sinch import payload as batch_body
 from dispatcher.sinch.limits import format_timestamp
+from dispatcher.sinch.payload import Body
 from dispatcher.storage import keys
 from dispatcher.storage.base import as_text, wraps_redis_errors
 from dispatcher.storage.fields import (
@@ -38,13 +38,6 @@ from dispatcher.storage.scripts import for_client
 # Enqueue writes a campaign in MULTI/EXEC chunks of this many commands' worth of batches: one
 # transaction keeps it all-or-nothing, chunking the pipeline keeps client memory flat.
 _PIPELINE_BATCHES = 200
-
-
-@dataclass(frozen=True)
-class PreparedBatch:
-    batch_id: str
-    recipients: int
-    payload: bytes
 
 
 def iso_ms(ms: str | bytes | int | None) -> str | None:
@@ -67,7 +60,7 @@ class Store:
         plan: str,
         campaign_id: str,
         record: Mapping[str, str | int | float],
-        batches: Sequence[PreparedBatch],
+        batches: Sequence[Body],
     ) -> None:
         """Write the campaign, its batches and its lane entries in one MULTI/EXEC.
 

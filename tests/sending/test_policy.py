@@ -30,10 +30,11 @@ from dispatcher.config import Settings
 from dispatcher.sending.drain import Sender, Timing
 from dispatcher.sending.policy import RULES, Action, Backoff, Rule, decide
 from dispatcher.sinch.client import ProviderResponse, SinchClient
+from dispatcher.sinch.payload import Body
 from dispatcher.storage import keys
 from dispatcher.storage.fields import Batch, State
 from dispatcher.storage.keys import new_id
-from dispatcher.storage.store import PreparedBatch, Store
+from dispatcher.storage.store import Store
 from sinch_simulator import Simulator
 from tests.support.deploy import ROOT, Deployment, wait_until
 from tests.support.numbers import mobiles
@@ -219,7 +220,7 @@ class Harness:
         doc = {"from": "Acme", "body": "Hello", "delivery_report": "none", "client_reference": bid}
         payload = json.dumps({**doc, "to": to}).encode()
         Store(self.r).write_campaign(
-            PLAN, cid, {"recipients": len(to), "batches": 1}, [PreparedBatch(bid, len(to), payload)]
+            PLAN, cid, {"recipients": len(to), "batches": 1}, [Body(bid, len(to), payload)]
         )
         self.enqueued += [t.lstrip("+") for t in to]
         return cid
