@@ -32,9 +32,9 @@ class Finding:
 
 def check(client: redis.Redis) -> list[Finding]:
     """What is wrong with the state Redis for this dispatcher; empty when nothing is."""
-    memory = client.info("memory")
-    policy = str(memory.get("maxmemory_policy", "noeviction"))
-    limit = int(memory.get("maxmemory", 0) or 0)
+    info = client.info()  # the default sections hold both memory and persistence: one call
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    limit = int(info.get("maxmemory", 0) or 0)
     found: list[Finding] = []
     if policy != "noeviction":
         if limit > 0:
@@ -53,7 +53,7 @@ def check(client: redis.Redis) -> list[Finding]:
                     "queued recipients; set maxmemory-policy noeviction",
                 )
             )
-    if not int(client.info("persistence").get("aof_enabled", 0) or 0):
+    if not int(info.get("aof_enabled", 0) or 0):
         found.append(
             Finding(
                 "warning",
