@@ -15,12 +15,14 @@ from dispatcher.config import PlanConfig, Settings
 from dispatcher.errors import (
     CampaignError,
     ConfigError,
+    ControlError,
     DispatcherError,
     NotFound,
     RedisUnavailable,
     StorageError,
 )
 from dispatcher.models import (
+    AuditEntry,
     Campaign,
     CampaignStatus,
     DeadLetter,
@@ -33,10 +35,12 @@ if TYPE_CHECKING:
     from dispatcher.api import Dispatcher
 
 __all__ = [
+    "AuditEntry",
     "Campaign",
     "CampaignError",
     "CampaignStatus",
     "ConfigError",
+    "ControlError",
     "DeadLetter",
     "Dispatcher",
     "DispatcherError",

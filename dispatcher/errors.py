@@ -14,6 +14,8 @@ The tree::
      ├── CampaignError          a campaign rejected at enqueue (nothing was written)
      │    └── InvalidNumber     one recipient that will not be sent to (carries the reason)
      ├── NotFound               no such campaign, plan or dead letter (or it expired)
+     ├── ControlError           a control action that cannot apply (pause a done campaign,
+     │                          a rate <= 0): nothing was changed
      ├── StorageError           Redis failed or cannot be reached
      │    └── RedisUnavailable  the connection failed: retry later, nothing was lost
      ├── ProviderError          the provider gave no usable answer
@@ -50,6 +52,10 @@ class InvalidNumber(CampaignError):
 
 class NotFound(DispatcherError, LookupError):
     """No such campaign or dead letter (or it expired after ``retention_days``)."""
+
+
+class ControlError(DispatcherError, ValueError):
+    """A pause, resume, cancel or runtime limit that cannot apply; nothing was changed."""
 
 
 class StorageError(DispatcherError):

@@ -16,7 +16,14 @@ import click
 import redis
 
 from dispatcher.config import redacted_url
-from dispatcher.errors import CampaignError, ConfigError, DispatcherError, NotFound, StorageError
+from dispatcher.errors import (
+    CampaignError,
+    ConfigError,
+    ControlError,
+    DispatcherError,
+    NotFound,
+    StorageError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,7 +42,7 @@ def handle_errors(fn: F) -> F:
             for line in exc.problems[:-1]:
                 click.echo(f"dispatcher: {line}", err=True)
             fail(exc.problems[-1] if exc.problems else str(exc), 2)
-        except (CampaignError, NotFound) as exc:
+        except (CampaignError, ControlError, NotFound) as exc:
             fail(str(exc), 2)
         except (StorageError, redis.RedisError) as exc:
             ctx = click.get_current_context(silent=True)
@@ -81,7 +88,10 @@ def cli() -> None:
                                          --body 'Hi ${name}' --recipients people.csv
     Watch it:                        dispatcher status CAMPAIGN_ID
     Run the senders:                 celery -A workers worker
+    List campaigns, with ETAs:       dispatcher campaigns
+    Stop a wrong campaign now:       dispatcher campaigns cancel CAMPAIGN_ID
     See plans, limits, circuits:     dispatcher plans
+    Slow a plan down at runtime:     dispatcher plans set PLAN_ID --rate 10
     Inspect and replay failures:     dispatcher dlq list
 
     Configuration: a TOML file (DISPATCH_CONFIG) plus the environment; see README.md.

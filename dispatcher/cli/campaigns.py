@@ -153,10 +153,10 @@ def enqueue(
 @json_option
 @handle_errors
 def status(campaign_id: str, watch: bool, config: str | None, as_json: bool) -> None:
-    """Show a campaign's progress: queued, sending, paused, done or canceled.
+    """Show a campaign's progress: scheduled, queued, sending, paused, done or canceled.
 
-    pending = recipients - sent - dead_lettered; done means nothing is pending (dead letters
-    included: see `dispatcher dlq list`).
+    pending = recipients - sent - dead_lettered - canceled - expired - suppressed; done means
+    nothing is pending (dead letters included: see `dispatcher dlq list`).
     """
     d = open_dispatcher(config)
     st = d.status(campaign_id)
@@ -165,10 +165,30 @@ def status(campaign_id: str, watch: bool, config: str | None, as_json: bool) -> 
     if as_json:
         print_json(st.to_json())
         return
-    click.echo(
-        f"{st.campaign_id}  plan={st.plan}  state={st.state}  recipients={st.recipients}  "
-        f"sent={st.sent}  dead_lettered={st.dead_lettered}  pending={st.pending}"
-    )
+    click.echo(status_line(st))
+
+
+def status_line(st: Any) -> str:
+    """One campaign on one line, naming only the counts that are not zero."""
+    state = f"{st.state} ({st.paused_by})" if st.paused_by else st.state
+    parts = [f"{st.campaign_id}  plan={st.plan}  state={state}  recipients={st.recipients}"]
+    parts.append(f"sent={st.sent}  dead_lettered={st.dead_lettered}")
+    for name in ("canceled", "expired", "suppressed"):
+        if getattr(st, name):
+            parts.append(f"{name}={getattr(st, name)}")
+    parts.append(f"pending={st.pending}")
+    if st.eta_s is not None and st.state not in ("done", "canceled"):
+        parts.append(f"eta={_duration(st.eta_s)}")
+    return "  ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _watch(d: Any, campaign_id: str) -> Any:
@@ -184,7 +204,7 @@ def _watch(d: Any, campaign_id: str) -> Any:
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task(campaign_id, total=st.recipients, state=st.state)
         while True:
-            progress.update(task, completed=st.sent + st.dead_lettered, state=st.state)
+            progress.update(task, completed=st.recipients - st.pending, state=st.state)
             if st.state in ("done", "canceled"):
                 return st
             time.sleep(0.5)

@@ -42,6 +42,7 @@ from dispatcher.storage.results import (
     Moved,
     Oversize,
     Part,
+    Paused,
     Take,
     Unknown,
     Wait,
@@ -120,7 +121,7 @@ class Sender:
         """Send the plan's head batches until it must wait, is empty, or the slice is used.
 
         Returns why it stopped (for logs and tests): empty, wait, cooldown, circuit, slice,
-        busy, lost, unconfigured.
+        busy, lost, unconfigured, paused.
         """
         plan = self.settings.plans.get(plan_id)
         if plan is None:
@@ -153,15 +154,19 @@ class Sender:
         taken: Take | None = None
         while True:
             if head is None:
-                self.lanes.release_if_empty(plan.id, token)
+                self.lanes.release_idle(plan.id, token)
                 return "empty"
             r, taken = taken, None
             if r is None:
                 r = self.scripts.take(
-                    plan.id, token, head, rate=plan.rate, burst=plan.burst, ttl_ms=ttl_ms
-                )
+                    plan.id, token, head, rate=plan.rate, burst=plan.burst, ttl_ms=ttl_ms,
+                    retention_s=self.retention_s,
+                )  # fmt: skip
             if isinstance(r, Lost):
                 raise _Lost
+            if isinstance(r, Paused):
+                self.lanes.release_idle(plan.id, token)
+                return "paused"
             if isinstance(r, Moved):
                 head = r.head
                 continue
@@ -182,7 +187,7 @@ class Sender:
             if isinstance(r, Unknown):
                 head, taken = self._resolve_unknown(plan, token, head, r)
             elif isinstance(r, Oversize):
-                head, taken = self._split_oversize(plan, token, head, r.payload)
+                head, taken = self._split_oversize(plan, token, head, r)
             elif r.suspect:
                 head, taken = self._isolate(
                     plan, token, head, r.payload, r.n, r.campaign, r.suspect
@@ -369,15 +374,17 @@ class Sender:
             raise _Lost
         return _Next(s.head) if isinstance(s, Moved) else _Next(s.first)
 
-    def _split_oversize(self, plan: PlanConfig, token: str, head: str, payload: bytes) -> _Next:
-        n = len(batch_body.recipients(payload))
-        size = max(1, min(plan.batch_size, int(plan.burst)))
+    def _split_oversize(self, plan: PlanConfig, token: str, head: str, o: Oversize) -> _Next:
+        """Re-batch to the limits in force: a runtime ``plans set`` wins over the file."""
+        n = len(batch_body.recipients(o.payload))
+        burst = o.burst or plan.burst
+        size = max(1, min(o.batch_size or plan.batch_size, int(burst)))
         sizes = [min(size, n - i) for i in range(0, n, size)]
         log.info(
             "plan %s batch %s: %d recipients exceed burst %g; re-batched into %d batches of <= %d",
-            plan.id, head, n, plan.burst, len(sizes), size,
+            plan.id, head, n, burst, len(sizes), size,
         )  # fmt: skip
-        return self._split(plan, token, head, payload, sizes)
+        return self._split(plan, token, head, o.payload, sizes)
 
     def _isolate(
         self,

@@ -166,6 +166,23 @@ class SinchClient:
             elapsed_s=elapsed,
         )
 
+    def cancel_batch(self, plan: PlanConfig, provider_batch_id: str) -> ProviderResponse:
+        """DELETE a batch the provider accepted.  Messages already in progress may still go
+        out (API.md); the delivery reports tell which did not."""
+        started = time.perf_counter()
+        url = f"{plan.batches_url}/{provider_batch_id}"
+        try:
+            resp = self._http.delete(url, headers=self._auth(plan))
+        except httpx.TransportError as exc:
+            return ProviderResponse(
+                None, error=_kind(exc), text=_safe(exc), elapsed_s=time.perf_counter() - started
+            )
+        code, text = ("", "") if resp.is_success else parse_error_body(resp.content)
+        return ProviderResponse(
+            resp.status_code, code=code, text=text, batch_id=provider_batch_id,
+            elapsed_s=time.perf_counter() - started,
+        )  # fmt: skip
+
     def find_batch(self, plan: PlanConfig, client_reference: str, since: datetime) -> str | None:
         """The provider's id of our batch ``client_reference``, or None if it never arrived.
 

@@ -29,6 +29,8 @@ class Batch:
     LAST_CODE: Final = "last_code"
     LAST_TEXT: Final = "last_text"
     REPLAYED_FROM: Final = "replayed_from"
+    EXP: Final = "exp"  # ms: not posted after this (expire_at)
+    CTL: Final = "ctl"  # "paused" | "canceled": came while the batch was in flight
 
 
 class DeadLetter:
@@ -60,7 +62,15 @@ class Campaign:
     FINISHED_AT: Final = "finished_at"
     SENT: Final = "sent"
     DEAD_LETTERED: Final = "dead_lettered"
-    CANCELED: Final = "canceled"
+    CANCELED: Final = "canceled"  # recipients
+    CANCELED_AT: Final = "canceled_at"  # ms; set once, by the first cancel
+    EXPIRED: Final = "expired"  # recipients
+    SUPPRESSED: Final = "suppressed"  # recipients
+    SEND_AT: Final = "send_at"  # ms
+    EXPIRE_AT: Final = "expire_at"  # ms
+    ADMITTED_AT: Final = "admitted_at"  # ms it entered its plan's lane (became due)
+    PAUSED_BY: Final = "paused_by"
+    PAUSED_AT: Final = "paused_at"  # ms
 
 
 class State:
@@ -75,7 +85,13 @@ class State:
     CIRCUIT_CODE: Final = "circuit_code"
     OPENED_AT: Final = "opened_at"
     PROBES: Final = "probes"
-    PAUSED: Final = "paused"
+    PAUSED: Final = "paused"  # ms since the plan is paused (`plans pause`)
+    PAUSED_BY: Final = "paused_by"  # the actor
+    # Runtime limits (`plans set`): they win over the config file until `plans reset`.
+    RATE: Final = "rate"
+    BURST: Final = "burst"
+    BATCH_SIZE: Final = "batch_size"
+    RUNTIME_FIELDS: Final = (RATE, BURST, BATCH_SIZE)
     # What closes a circuit (an accepted probe, `plans resume`) deletes.
     CIRCUIT_FIELDS: Final = (CIRCUIT, PROBE_AT, CIRCUIT_STATUS, CIRCUIT_CODE, OPENED_AT, PROBES)
 
@@ -96,6 +112,8 @@ class Stats:
     SENT: Final = "sent"
     DEAD_LETTERED: Final = "dead_lettered"
     DLQ_PENDING: Final = "dlq_pending"
+    CANCELED: Final = "canceled"
+    EXPIRED: Final = "expired"
     REPLAYED: Final = "replayed"
     PURGED: Final = "purged"
     RETRIES: Final = "retries"  # attempts

@@ -12,7 +12,7 @@ import redis
 from dispatcher.storage import keys
 from dispatcher.storage.base import as_text
 from dispatcher.storage.fields import State, Stats
-from dispatcher.storage.scripts import Scripts, for_client
+from dispatcher.storage.scripts import Scripts, for_client, idle_answer
 
 
 class Lanes:
@@ -22,12 +22,13 @@ class Lanes:
 
     def start(self, plan: str, due_in_ms: int) -> str | None:
         """Just after taking the lease: come due again in ``due_in_ms`` (in case this process
-        dies; a live drain moves it) and read the head, in one round trip."""
+        dies; a live drain moves it), let due scheduled campaigns in and read the head, in one
+        round trip."""
         pipe = self.r.pipeline(transaction=False)
         self.scripts.schedule(plan, due_in_ms, "set", pipe=pipe)
-        pipe.lindex(keys.lane(plan), 0)
+        self.scripts.admit(plan, pipe=pipe)
         _, head = pipe.execute()
-        return as_text(head) if head is not None else None
+        return as_text(head) if head else None
 
     def release_and_schedule(self, plan: str, token: str, delay_ms: int) -> None:
         pipe = self.r.pipeline(transaction=False)
@@ -35,15 +36,20 @@ class Lanes:
         self.scripts.schedule(plan, delay_ms, "set", pipe=pipe)
         pipe.execute()
 
-    def release_if_empty(self, plan: str, token: str) -> None:
-        """Lane empty: leave the schedule, unless an enqueue raced in meanwhile."""
+    def release_idle(self, plan: str, token: str) -> None:
+        """Nothing to send now (the lane is empty, or the plan is paused): leave the schedule,
+        unless an enqueue or a resume raced in meanwhile; come due again when the next
+        scheduled campaign is."""
         pipe = self.r.pipeline(transaction=False)
         self.scripts.release(plan, token, pipe=pipe)
         pipe.zrem(keys.DUE, plan)
-        pipe.llen(keys.lane(plan))
-        *_, remaining = pipe.execute()
-        if remaining:
+        self.scripts.idle(plan, pipe=pipe)
+        *_, raw = pipe.execute()
+        idle = idle_answer(raw)
+        if idle.runnable and not idle.paused:
             self.r.zadd(keys.DUE, {plan: 0}, lt=True)
+        elif idle.next_admit_ms is not None:
+            self.r.zadd(keys.DUE, {plan: idle.next_admit_ms}, lt=True)
 
     def probes(self, plan: str) -> int:
         """How many probes the plan's open circuit has made (0 when closed)."""

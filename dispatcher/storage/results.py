@@ -7,7 +7,7 @@ dropped from a reply changes one class here, and mypy finds every reader.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +74,23 @@ class Unknown:
 
 @dataclass(frozen=True, slots=True)
 class Oversize:
-    """More recipients than the burst: the batch can never be granted, split it."""
+    """More recipients than the burst: the batch can never be granted, split it.
+
+    ``burst`` and ``batch_size`` are the plan's limits in force (a runtime ``plans set`` wins
+    over the file), so the parts fit what the bucket will grant."""
 
     n: int
     payload: bytes
+    burst: float = 0.0
+    batch_size: int | None = None
 
 
-Take = Go | Wait | Cooldown | Circuit | Unknown | Oversize | Moved | Lost
+@dataclass(frozen=True, slots=True)
+class Paused:
+    """The plan is paused: nothing is sent until ``plans resume``."""
+
+
+Take = Go | Wait | Cooldown | Circuit | Unknown | Oversize | Paused | Moved | Lost
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +132,28 @@ class Busy:
 
 
 Lease = Leased | Busy
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """What a drain with nothing to send now must know before leaving the schedule."""
+
+    runnable: bool  # a batch is at the head (paused campaigns' markers do not count)
+    paused: bool  # the plan is paused
+    next_admit_ms: int | None  # when the next scheduled campaign is due (Redis ms)
+
+
+ControlAnswer = Literal["ok", "already", "notpaused", "missing", "done", "canceled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A campaign control script's answer; ``canceled`` recipients and batches still
+    ``in_flight`` for a cancel."""
+
+    answer: ControlAnswer
+    canceled: int = 0
+    in_flight: int = 0
 
 
 class Grant(NamedTuple):

@@ -27,17 +27,21 @@ from dispatcher.storage.results import (
     Circuit,
     Commit,
     Committed,
+    Control,
+    ControlAnswer,
     Cooldown,
     Go,
     Grant,
     Held,
     Hold,
+    Idle,
     Lease,
     Leased,
     Lost,
     Moved,
     Oversize,
     Part,
+    Paused,
     Split,
     SplitResult,
     Take,
@@ -47,7 +51,7 @@ from dispatcher.storage.results import (
 
 _NAMES = (
     "bucket", "take", "commit", "hold", "split", "lease", "release", "schedule", "claim",
-    "replay", "purge",
+    "replay", "purge", "admit", "idle", "pause", "resume", "cancel",
 )  # fmt: skip
 _INCLUDE = re.compile(r"^--@include (lib/\w+\.lua)\s*$", re.M)
 
@@ -119,7 +123,9 @@ def _take(r: list[Any]) -> Take:
     if kind == "unknown":
         return Unknown(_opt_int(r[1]), as_text(r[2]), int(r[3]), as_text(r[4]))
     if kind == "oversize":
-        return Oversize(int(r[1]), bytes(r[2]))
+        return Oversize(int(r[1]), bytes(r[2]), float(r[3]), _opt_int(r[4]))
+    if kind == "paused":
+        return Paused()
     raise RuntimeError(f"take.lua answered {kind!r}")
 
 
@@ -187,13 +193,15 @@ class Scripts:
         rate: float,
         burst: float,
         ttl_ms: int,
+        retention_s: int = 7 * 86400,
         now_us: int | None = None,
     ) -> Take:
         k = [
             keys.lease(plan), keys.lane(plan), keys.state(plan), keys.bucket(plan),
-            keys.batch(plan, batch_id),
+            keys.batch(plan, batch_id), keys.prefix(plan),
         ]  # fmt: skip
-        return _take(self._run("take", k, [token, batch_id, rate, burst, ttl_ms, _clock(now_us)]))
+        a = [token, batch_id, rate, burst, ttl_ms, _clock(now_us), retention_s]
+        return _take(self._run("take", k, a))
 
     def commit(
         self,
@@ -225,7 +233,7 @@ class Scripts:
             keys.lease(plan), keys.lane(plan), keys.batch(plan, batch_id),
             keys.campaign(plan, campaign), keys.stats(plan), keys.state(plan), keys.dlq(plan),
             keys.dlq_entry(plan, entry_id or "-"), keys.batch(plan, sibling[0] if sibling else "-"),
-            keys.bucket(plan), keys.batch(plan, take_next or "-"),
+            keys.bucket(plan), keys.batch(plan, take_next or "-"), keys.prefix(plan),
         ]  # fmt: skip
         a: list[Any] = [
             token, batch_id, outcome, status, code, text[:500], provider_batch_id, reason,
@@ -281,6 +289,7 @@ class Scripts:
         k = [
             keys.dlq_entry(plan, entry_id), keys.dlq(plan), keys.lane(plan),
             keys.batch(plan, batch_id), keys.campaign(plan, campaign), keys.stats(plan),
+            keys.prefix(plan),
         ]  # fmt: skip
         return int(self._run("replay", k, [entry_id, batch_id, payload]))
 
@@ -288,6 +297,49 @@ class Scripts:
         """Delete a dead letter; the recipients purged (0: it was gone already)."""
         k = [keys.dlq_entry(plan, entry_id), keys.dlq(plan), keys.stats(plan)]
         return int(self._run("purge", k, [entry_id]))
+
+    @overload
+    def admit(self, plan: str) -> str | None: ...
+    @overload
+    def admit(self, plan: str, *, pipe: Pipeline) -> None: ...
+    def admit(self, plan: str, *, pipe: Pipeline | None = None) -> str | None:
+        """Let due scheduled campaigns into the lane; the head batch (None: nothing to send).
+        With ``pipe`` only queued; the pipeline's answer is the head or None."""
+        k = [keys.lane(plan), keys.prefix(plan)]
+        r = self._run("admit", k, [], pipe)
+        return None if pipe is not None or not r else as_text(r)
+
+    @overload
+    def idle(self, plan: str) -> Idle: ...
+    @overload
+    def idle(self, plan: str, *, pipe: Pipeline) -> None: ...
+    def idle(self, plan: str, *, pipe: Pipeline | None = None) -> Idle | None:
+        """With ``pipe`` only queued; decode its answer with :func:`idle_answer`."""
+        r = self._run("idle", [keys.lane(plan), keys.state(plan), keys.prefix(plan)], [], pipe)
+        return None if pipe is not None else idle_answer(r)
+
+    def pause(self, plan: str, campaign_id: str, reason: str = "campaign") -> ControlAnswer:
+        r = self._run("pause", [keys.prefix(plan), keys.lane(plan)], [campaign_id, reason])
+        return _control(r).answer
+
+    def resume(self, plan: str, campaign_id: str) -> ControlAnswer:
+        r = self._run("resume", [keys.prefix(plan), keys.lane(plan)], [campaign_id])
+        return _control(r).answer
+
+    def cancel(self, plan: str, campaign_id: str, retention_s: int) -> Control:
+        k = [keys.prefix(plan), keys.lane(plan)]
+        return _control(self._run("cancel", k, [campaign_id, retention_s]))
+
+
+def idle_answer(r: list[Any]) -> Idle:
+    return Idle(bool(int(r[0])), bool(int(r[1])), _opt_int(r[2]))
+
+
+def _control(r: list[Any]) -> Control:
+    answer = as_text(r[0])
+    if answer not in ("ok", "already", "notpaused", "missing", "done", "canceled"):
+        raise RuntimeError(f"control script answered {answer!r}")
+    return Control(answer, int(r[1]) if len(r) > 1 else 0, int(r[2]) if len(r) > 2 else 0)  # type: ignore[arg-type]
 
 
 def _clock(now_us: int | None) -> int | str:

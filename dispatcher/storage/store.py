@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from dispatcher.errors import NotFound
-from dispatcher.models import CampaignState, CampaignStatus, DeadLetter
+from dispatcher.models import DeadLetter
 from dispatcher.sinch import payload as batch_body
 from dispatcher.sinch.limits import format_timestamp
 from dispatcher.sinch.payload import Body
@@ -27,7 +27,6 @@ from dispatcher.storage.fields import (
     SNAPSHOT_STATE_PREFIX,
     Batch,
     Campaign,
-    State,
     Stats,
 )
 from dispatcher.storage.fields import (
@@ -61,13 +60,20 @@ class Store:
         campaign_id: str,
         record: Mapping[str, str | int | float],
         batches: Sequence[Body],
+        *,
+        send_at_ms: int | None = None,
+        expire_at_ms: int | None = None,
     ) -> None:
         """Write the campaign, its batches and its lane entries in one MULTI/EXEC.
 
         Either every batch is in the lane (contiguous, in order, even with concurrent
-        enqueues to the same plan) or, on any error, none is.
+        enqueues to the same plan) or, on any error, none is.  A campaign whose ``send_at``
+        lies ahead (Redis time) waits outside the lane, in its held list, and holds no worker:
+        the plan comes due when it does, and it joins the lane's tail then.  Campaigns due
+        earlier join first, so the lane's order is the order in which campaigns became due.
         """
         now_ms = self._now_ms()
+        scheduled = send_at_ms is not None and send_at_ms > now_ms
         total = sum(b.recipients for b in batches)
         pipe = self.r.pipeline(transaction=True)
         # WATCH (on a key nobody else writes) makes redis-py raise instead of running the whole
@@ -79,20 +85,26 @@ class Store:
             **record, Campaign.PLAN: plan, Campaign.CREATED_AT: now_ms, Campaign.SENT: 0,
             Campaign.DEAD_LETTERED: 0,
         }  # fmt: skip
+        if send_at_ms is not None:
+            fields[Campaign.SEND_AT] = send_at_ms
+        if expire_at_ms is not None:
+            fields[Campaign.EXPIRE_AT] = expire_at_ms
+        if not scheduled:
+            fields[Campaign.ADMITTED_AT] = now_ms
+            # Scheduled campaigns already due go first: they became due before this one.
+            self.scripts.admit(plan, pipe=pipe)
         pipe.hset(keys.campaign(plan, campaign_id), mapping=fields)  # type: ignore[arg-type]
         pipe.hset(keys.CAMPAIGNS, campaign_id, plan)
-        lane = keys.lane(plan)
+        lane = keys.held(plan, campaign_id) if scheduled else keys.lane(plan)
         ids: list[str] = []
         for b in batches:
-            pipe.hset(
-                keys.batch(plan, b.batch_id),
-                mapping={
-                    Batch.N: b.recipients,
-                    Batch.PAYLOAD: b.payload,
-                    Batch.CAMPAIGN: campaign_id,
-                    Batch.ENQ_AT: now_ms,
-                },
-            )
+            rec: dict[str, str | int | bytes] = {
+                Batch.N: b.recipients, Batch.PAYLOAD: b.payload, Batch.CAMPAIGN: campaign_id,
+                Batch.ENQ_AT: now_ms,
+            }  # fmt: skip
+            if expire_at_ms is not None:
+                rec[Batch.EXP] = expire_at_ms
+            pipe.hset(keys.batch(plan, b.batch_id), mapping=rec)  # type: ignore[arg-type]
             ids.append(b.batch_id)
             if len(ids) >= _PIPELINE_BATCHES:
                 pipe.rpush(lane, *ids)
@@ -102,8 +114,16 @@ class Store:
         pipe.hincrby(keys.stats(plan), Stats.PENDING, total)
         pipe.hincrby(keys.stats(plan), Stats.ENQUEUED, total)
         pipe.sadd(keys.PLANS, plan)
-        # Score 0 with LT: due at once, whatever the plan was waiting for.
-        pipe.zadd(keys.DUE, {plan: 0}, lt=True)
+        if batches:
+            due_ms = send_at_ms if scheduled and send_at_ms is not None else now_ms
+            pipe.zadd(keys.active(plan), {campaign_id: due_ms})
+        if scheduled and batches:
+            assert send_at_ms is not None
+            pipe.zadd(keys.scheduled(plan), {campaign_id: send_at_ms})
+            pipe.zadd(keys.DUE, {plan: send_at_ms}, lt=True)
+        else:
+            # Score 0 with LT: due at once, whatever the plan was waiting for.
+            pipe.zadd(keys.DUE, {plan: 0}, lt=True)
         if not batches:
             pipe.hset(keys.campaign(plan, campaign_id), Campaign.FINISHED_AT, now_ms)
             pipe.expire(keys.campaign(plan, campaign_id), self.retention_s)
@@ -124,48 +144,6 @@ class Store:
     def _now_ms(self) -> int:
         sec, usec = self.r.time()
         return int(sec) * 1000 + int(usec) // 1000
-
-    # ---------------------------------------------------------------- status
-    @wraps_redis_errors
-    def campaign_plan(self, campaign_id: str) -> str:
-        plan = self.r.hget(keys.CAMPAIGNS, campaign_id)
-        if plan is None:
-            raise NotFound(f"no campaign {campaign_id!r} (unknown, or expired after retention)")
-        return as_text(plan)
-
-    @wraps_redis_errors
-    def campaign_status(self, campaign_id: str) -> CampaignStatus:
-        plan = self.campaign_plan(campaign_id)
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hgetall(keys.campaign(plan, campaign_id))
-        pipe.hmget(keys.state(plan), State.CIRCUIT, State.PAUSED)
-        rec, (circuit, paused) = pipe.execute()
-        if not rec:
-            raise NotFound(f"no campaign {campaign_id!r} (unknown, or expired after retention)")
-        f = {as_text(k): as_text(v) for k, v in rec.items()}
-        recipients, sent = int(f[Campaign.RECIPIENTS]), int(f[Campaign.SENT])
-        dead = int(f[Campaign.DEAD_LETTERED])
-        state: CampaignState
-        if f.get(Campaign.CANCELED):
-            state = "canceled"
-        elif sent + dead >= recipients:
-            state = "done"
-        elif circuit == State.CIRCUIT_OPEN.encode() or paused:
-            state = "paused"
-        elif sent + dead == 0:
-            state = "queued"
-        else:
-            state = "sending"
-        return CampaignStatus(
-            campaign_id=campaign_id,
-            plan=plan,
-            state=state,
-            recipients=recipients,
-            sent=sent,
-            dead_lettered=dead,
-            created_at=_seconds(f.get(Campaign.CREATED_AT)),
-            finished_at=_seconds(f.get(Campaign.FINISHED_AT)),
-        )
 
     # ---------------------------------------------------------------- plans
     @wraps_redis_errors
@@ -202,15 +180,6 @@ class Store:
                 if at is not None:
                     snap[p][SNAPSHOT_HEAD_AGE_MS] = str(max(0, now_ms - int(at)))
         return snap
-
-    @wraps_redis_errors
-    def resume(self, plan: str) -> bool:
-        """Close a plan's circuit (after the cause was fixed) and drain it at once."""
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hdel(keys.state(plan), *State.CIRCUIT_FIELDS, State.COOLDOWN_UNTIL, State.PAUSED)
-        pipe.zadd(keys.DUE, {plan: 0}, lt=True)
-        removed, _ = pipe.execute()
-        return bool(removed)
 
     @wraps_redis_errors
     def kick(self, plan: str) -> None:
@@ -289,10 +258,6 @@ class Store:
                 entries += 1
                 recipients += n
         return entries, recipients
-
-
-def _seconds(ms: str | None) -> float | None:
-    return int(ms) / 1000 if ms is not None else None
 
 
 def _dead_letter(row: Mapping[Any, Any]) -> DeadLetter:

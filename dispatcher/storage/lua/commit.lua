@@ -18,6 +18,9 @@
 -- ARGV[16] burst   ARGV[17] lease ttl ms: when the next batch is still the one after this,
 --          take it at once exactly as take.lua does, so that a plan under backlog spends one
 --          Redis round trip per batch (this commit and the next take together).
+-- KEYS[12] dsp:{plan}:  the plan's key prefix.  An accepted batch's provider id is kept for
+--          the retention period: {plan}:c:<campaign>:pb (LIST, for cancel --at-provider) and
+--          {plan}:pb:<provider batch id> -> campaign (for delivery reports).
 --
 -- Returns {"ok", next head id | "", take.lua's answer for it (when asked)} or {"lost"} or
 -- {"moved", head id | ""}.
@@ -25,19 +28,21 @@
 --@include lib/clock.lua
 --@include lib/take.lua
 local token, bid, outcome = ARGV[1], ARGV[2], ARGV[3]
-local refused = fenced(KEYS[1], KEYS[2], token, bid)
+local refused, index = fenced(KEYS[1], KEYS[2], token, bid)
 if refused then
   return refused
 end
+local prefix, retention = KEYS[12], tonumber(ARGV[9])
 local now_us = now_us()
 local now_ms = math.floor(now_us / 1000)
 local status, code = ARGV[4], ARGV[5]
-local n = tonumber(redis.call('HGET', KEYS[3], 'n'))
+local nb = redis.call('HMGET', KEYS[3], 'n', 'campaign')
+local n, campaign = tonumber(nb[1]), nb[2] or campaign_of(bid)
 -- A replayed dead letter may outlive its campaign record (retention): never recreate a
 -- partial record that would then never expire.
 local has_campaign = redis.call('EXISTS', KEYS[4]) == 1
 
-redis.call('LPOP', KEYS[2])
+lane_remove(KEYS[2], bid, index)
 redis.call('HINCRBY', KEYS[5], 'pending', -n)
 if ARGV[13] == '1' then
   redis.call('HINCRBY', KEYS[5], 'resp:' .. status .. ':' .. code, 1)
@@ -47,11 +52,18 @@ if outcome == 'accepted' then
   if has_campaign then redis.call('HINCRBY', KEYS[4], 'sent', n) end
   redis.call('HINCRBY', KEYS[5], 'sent', n)
   redis.call('HINCRBY', KEYS[5], 'batches:accepted', 1)
+  local pbid = ARGV[7]
+  if pbid ~= '' and has_campaign then
+    local pbs = KEYS[4] .. ':pb'
+    redis.call('RPUSH', pbs, pbid)
+    redis.call('EXPIRE', pbs, retention)
+    redis.call('SET', prefix .. 'pb:' .. pbid, campaign, 'EX', retention)
+  end
   -- Additive increase after a 429 lowered the plan's effective rate; a success also closes
   -- an open circuit (this batch was its probe).
-  local st = redis.call('HMGET', KEYS[6], 'eff_rate', 'circuit')
+  local st = redis.call('HMGET', KEYS[6], 'eff_rate', 'circuit', 'rate')
   if st[1] then
-    local rate = tonumber(ARGV[12])
+    local rate = tonumber(st[3] or ARGV[12])
     local eff = tonumber(st[1]) + rate * 0.05
     if eff >= rate then
       redis.call('HDEL', KEYS[6], 'eff_rate')
@@ -68,7 +80,7 @@ if outcome == 'accepted' then
 else
   local b = redis.call('HGETALL', KEYS[3])
   redis.call('HSET', KEYS[8], unpack(b))
-  redis.call('HDEL', KEYS[8], 'inflight', 'suspect')
+  redis.call('HDEL', KEYS[8], 'inflight', 'suspect', 'ctl')
   redis.call('HSET', KEYS[8], 'id', ARGV[10], 'plan', ARGV[11], 'batch_id', bid,
     'status', status, 'code', code, 'text', ARGV[6], 'reason', ARGV[8], 'dead_at', now_ms)
   redis.call('RPUSH', KEYS[7], ARGV[10])
@@ -80,14 +92,11 @@ else
 end
 redis.call('DEL', KEYS[3])
 
-local c = redis.call('HMGET', KEYS[4], 'recipients', 'sent', 'dead_lettered')
-if c[1] and (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) >= tonumber(c[1]) then
-  redis.call('HSET', KEYS[4], 'finished_at', now_ms)
-  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))
-end
-local next_head = redis.call('LINDEX', KEYS[2], 0) or ''
+if has_campaign then settle(prefix, campaign, now_ms, retention) end
+local next_head = lane_head(KEYS[2], 0) or ''
 if ARGV[15] and ARGV[15] ~= '' and next_head == ARGV[15] then
-  return {'ok', next_head, take_head(KEYS[1], KEYS[2], KEYS[6], KEYS[10], KEYS[11], token,
-    next_head, tonumber(ARGV[12]), tonumber(ARGV[16]), tonumber(ARGV[17]), now_us)}
+  return {'ok', next_head, take_head(prefix, KEYS[1], KEYS[2], KEYS[6], KEYS[10], KEYS[11],
+    token, next_head, tonumber(ARGV[12]), tonumber(ARGV[16]), tonumber(ARGV[17]), now_us,
+    retention)}
 end
 return {'ok', next_head}

@@ -11,7 +11,7 @@
 -- ARGV[4]  HTTP status ("" = no answer)   ARGV[5] provider code   ARGV[6] text
 -- ARGV[7]  delay ms (cool-down, or time to the next circuit probe)
 -- ARGV[8]  "1" when the outcome is ambiguous (keep the in-flight mark: look up before resend)
--- ARGV[9]  plan rate (for the multiplicative decrease on 429)
+-- ARGV[9]  plan rate (for the multiplicative decrease on 429; a runtime rate wins)
 --
 -- Returns {"ok"} or {"lost"} or {"moved", head id | ""}.
 --@include lib/fence.lua
@@ -43,8 +43,9 @@ elseif kind == 'ratewait' then
   redis.call('HINCRBY', KEYS[3], 'waits', 1)
   redis.call('HINCRBY', KEYS[4], 'rate_waits', 1)
   redis.call('HSET', KEYS[5], 'cooldown_until', now_ms + delay)
-  local rate = tonumber(ARGV[9])
-  local eff = tonumber(redis.call('HGET', KEYS[5], 'eff_rate')) or rate
+  local st = redis.call('HMGET', KEYS[5], 'eff_rate', 'rate')
+  local rate = tonumber(st[2] or ARGV[9])
+  local eff = tonumber(st[1]) or rate
   redis.call('HSET', KEYS[5], 'eff_rate', string.format('%.3f', math.max(rate * 0.05, eff * 0.5)))
 elseif kind == 'circuit' then
   if redis.call('HGET', KEYS[5], 'circuit') ~= 'open' then

@@ -3,10 +3,13 @@
 --
 -- KEYS[1]  {plan}:d:<entry id>   KEYS[2] {plan}:dlq   KEYS[3] {plan}:lane
 -- KEYS[4]  {plan}:b:<new batch id>   KEYS[5] {plan}:c:<campaign>   KEYS[6] {plan}:stats
+-- KEYS[7]  dsp:{plan}: (the plan's key prefix): a paused or scheduled campaign's replay
+--          waits with its held batches
 -- ARGV[1]  entry id   ARGV[2] new batch id   ARGV[3] payload (with the new client_reference)
 --
 -- Returns the number of recipients put back (0 when the entry no longer exists).
 --@include lib/clock.lua
+--@include lib/lane.lua
 local e = redis.call('HMGET', KEYS[1], 'n', 'campaign')
 if not e[1] then
   return 0
@@ -15,7 +18,17 @@ local n = tonumber(e[1])
 local now_ms = now_ms()
 redis.call('HSET', KEYS[4], 'n', n, 'payload', ARGV[3], 'campaign', e[2], 'fails', 0,
   'waits', 0, 'enq_at', now_ms, 'replayed_from', ARGV[1])
-redis.call('RPUSH', KEYS[3], ARGV[2])
+local prefix, campaign = KEYS[7], e[2]
+local held = prefix .. 'q:' .. campaign
+if redis.call('ZSCORE', prefix .. 'sched', campaign) then
+  redis.call('RPUSH', held, ARGV[2])
+elseif redis.call('HEXISTS', prefix .. 'paused', campaign) == 1 then
+  if redis.call('RPUSH', held, ARGV[2]) == 1 then
+    redis.call('RPUSH', KEYS[3], '#' .. campaign)
+  end
+else
+  redis.call('RPUSH', KEYS[3], ARGV[2])
+end
 redis.call('DEL', KEYS[1])
 redis.call('LREM', KEYS[2], 1, ARGV[1])
 redis.call('HINCRBY', KEYS[6], 'pending', n)

@@ -12,12 +12,12 @@
 -- Returns {"ok", first new id} or {"lost"} or {"moved", head id | ""}.
 --@include lib/fence.lua
 local token, bid, k = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local refused = fenced(KEYS[1], KEYS[2], token, bid)
+local refused, index = fenced(KEYS[1], KEYS[2], token, bid)
 if refused then
   return refused
 end
-local b = redis.call('HMGET', KEYS[3], 'campaign', 'first_at', 'waits', 'last_at', 'enq_at')
-redis.call('LPOP', KEYS[2])
+local b = redis.call('HMGET', KEYS[3], 'campaign', 'first_at', 'waits', 'last_at', 'enq_at',
+  'exp', 'ctl')
 for i = k, 1, -1 do
   local base = 3 + (i - 1) * 3
   local id, n, payload = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
@@ -32,7 +32,21 @@ for i = k, 1, -1 do
   if suspect ~= '' then redis.call('HSET', KEYS[3 + i], 'suspect', suspect) end
   local then_suspect = ARGV[3 + 4 * k + i]
   if then_suspect ~= '' then redis.call('HSET', KEYS[3 + i], 'then_suspect', then_suspect) end
-  redis.call('LPUSH', KEYS[2], id)
+  -- Parts inherit the expiry and a cancel or pause that came while the batch was in flight.
+  if b[6] then redis.call('HSET', KEYS[3 + i], 'exp', b[6]) end
+  if b[7] then redis.call('HSET', KEYS[3 + i], 'ctl', b[7]) end
+end
+-- The parts take the batch's place (behind any paused campaign's marker before it).
+if index == 0 then
+  redis.call('LPOP', KEYS[2])
+  for i = k, 1, -1 do
+    redis.call('LPUSH', KEYS[2], ARGV[3 + (i - 1) * 3 + 1])
+  end
+else
+  for i = 1, k do
+    redis.call('LINSERT', KEYS[2], 'BEFORE', bid, ARGV[3 + (i - 1) * 3 + 1])
+  end
+  redis.call('LREM', KEYS[2], 1, bid)
 end
 redis.call('DEL', KEYS[3])
 return {'ok', ARGV[4]}

@@ -2,22 +2,30 @@
 -- token bucket all allow it.  One round trip before every POST.
 --
 -- KEYS[1]  {plan}:lease   fencing token of the current sender
--- KEYS[2]  {plan}:lane    LIST of batch ids, FIFO
--- KEYS[3]  {plan}:state   HASH cooldown_until, circuit, probe_at, eff_rate (ms / msg/s)
+-- KEYS[2]  {plan}:lane    LIST of batch ids, FIFO ("#<campaign>" marks a paused campaign)
+-- KEYS[3]  {plan}:state   HASH cooldown_until, circuit, probe_at, eff_rate, paused, runtime
+--                         rate / burst / batch_size (ms / msg/s)
 -- KEYS[4]  {plan}:bucket  token bucket (bucket.lua)
 -- KEYS[5]  {plan}:b:<id>  the batch the caller believes is at the head
+-- KEYS[6]  dsp:{plan}:    the plan's key prefix (campaign records, held lists, the
+--                         scheduled campaigns' ZSET, stats)
 -- ARGV[1]  fencing token      ARGV[2] batch id     ARGV[3] rate     ARGV[4] burst
--- ARGV[5]  lease ttl ms       ARGV[6] now_us ("" = Redis TIME)
+-- ARGV[5]  lease ttl ms       ARGV[6] now_us ("" = Redis TIME)   ARGV[7] retention s
 --
 -- Returns one of
 --   {"lost"}                       the lease is not ours any more: stop at once
---   {"moved", head_id | ""}        the head is another batch (or the lane is empty)
+--   {"moved", head_id | ""}        the head is another batch (or the lane is empty); also
+--                                  after dropping a canceled or expired head, or parking a
+--                                  paused campaign's
+--   {"paused"}                     the plan is paused (`plans pause`)
 --   {"circuit", wait_ms}           the plan's circuit is open, next probe in wait_ms
 --   {"cooldown", wait_ms}          the plan backs off (429 Retry-After, 5xx backoff)
 --   {"unknown", first_at_ms, campaign, fails, then_suspect}
 --                                  an earlier attempt's outcome is unknown: look it up by
 --                                  client_reference before sending again
---   {"oversize", n, payload}       n is above burst: split before it can ever be granted
+--   {"oversize", n, payload, burst, batch_size | ""}
+--                                  n is above the burst in force: split before it can ever
+--                                  be granted
 --   {"wait", wait_ms}              not enough tokens yet
 --   {"go", payload, n, campaign, fails, waits, suspect, first_at_ms, then_suspect, next_id}
 --                                  tokens taken, batch marked in flight: POST it now.  When
@@ -31,5 +39,5 @@
 --@include lib/clock.lua
 --@include lib/take.lua
 
-return take_head(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2],
-  tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), now_us(ARGV[6]))
+return take_head(KEYS[6], KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2],
+  tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), now_us(ARGV[6]), tonumber(ARGV[7]))
