@@ -76,8 +76,14 @@ def _plan_config(ctx: click.Context) -> str | None:
 @handle_errors
 def resume(ctx: click.Context, plan_id: str) -> None:
     """Unpause a plan, or close its circuit after fixing the cause; it sends again at once."""
-    was = open_dispatcher(_plan_config(ctx)).resume_plan(plan_id)
-    click.echo(f"plan {plan_id}: {'unpaused, ' if was else ''}sending resumes")
+    d = open_dispatcher(_plan_config(ctx))
+    before = next((p for p in d.plans() if p.plan == plan_id), None)
+    d.resume_plan(plan_id)
+    lifted = [
+        *(["unpaused"] if before and before.paused else []),
+        *(["circuit closed"] if before and before.circuit == "open" else []),
+    ]
+    click.echo(f"plan {plan_id}: {', '.join([*lifted, 'sending resumes'])}")
 
 
 @plans.command(name="pause")
