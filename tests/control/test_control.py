@@ -115,7 +115,9 @@ def test_plans_set_halves_then_doubles_the_rate_mid_campaign(
     dep = deploy([(PLAN, 100, {"batch_size": 25})])
     d = Dispatcher(dep.settings, r)
     cid = d.enqueue(
-        Campaign(plan=PLAN, sender="Acme", body="Hi", recipients=["+" + x for x in mobiles(1800, seed=1)])
+        Campaign(
+            plan=PLAN, sender="Acme", body="Hi", recipients=["+" + x for x in mobiles(1800, seed=1)]
+        )
     )
     dep.start_worker(concurrency=2)
     wait_until(lambda: d.status(cid).sent >= 200, 30, "sending at the first rate")
