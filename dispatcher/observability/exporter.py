@@ -34,7 +34,13 @@ from prometheus_client.registry import Collector
 
 from dispatcher.config import Settings, redacted_url
 from dispatcher.errors import StorageError
-from dispatcher.storage.fields import SNAPSHOT_HEAD_AGE_MS, SNAPSHOT_STATE_PREFIX, State, Stats
+from dispatcher.storage.fields import (
+    SNAPSHOT_HEAD_AGE_MS,
+    SNAPSHOT_PAUSED_CAMPAIGNS,
+    SNAPSHOT_STATE_PREFIX,
+    State,
+    Stats,
+)
 from dispatcher.storage.store import Store
 
 log = logging.getLogger("dispatcher.observability.exporter")
@@ -73,6 +79,14 @@ _COUNTERS: Mapping[str, tuple[str, str]] = {
     Stats.PURGED: (
         "dead_letter_purged_recipients",
         "Recipients removed from the DLQ by `dispatcher dlq purge`.",
+    ),
+    Stats.CANCELED: (
+        "canceled_recipients",
+        "Recipients of canceled campaigns that were never posted (`dispatcher campaigns cancel`).",
+    ),
+    Stats.EXPIRED: (
+        "expired_recipients",
+        "Recipients not posted by their campaign's expire_at, so never posted.",
     ),
 }
 
@@ -165,26 +179,40 @@ class DeploymentCollector(Collector):
         )
         up.add_metric([], 1.0 if snap is not None else 0.0)
         yield up
-        yield from self._limits()
+        yield from self._limits(snap or {})
         if snap is not None:
             yield from self._families(snap)
 
-    def _limits(self) -> Iterator[Metric]:
+    def _limits(self, snap: Mapping[str, Mapping[str, str]]) -> Iterator[Metric]:
+        """The limits in force: a runtime `plans set` (read from Redis) wins over the file."""
         rate = GaugeMetricFamily(
             PREFIX + "rate_limit_per_second",
-            "Configured rate of the plan, in recipients per second, for the whole deployment.",
+            "Rate of the plan in force, in recipients per second, for the whole deployment: "
+            "the config file's, or a runtime `dispatcher plans set`.",
             labels=["plan"],
         )
         burst = GaugeMetricFamily(
             PREFIX + "rate_limit_burst",
-            "Configured burst of the plan (token bucket size), in recipients.",
+            "Burst of the plan in force (token bucket size), in recipients.",
+            labels=["plan"],
+        )
+        runtime = GaugeMetricFamily(
+            PREFIX + "rate_limit_runtime",
+            "1 while a runtime `dispatcher plans set` overrides the plan's config file limits.",
             labels=["plan"],
         )
         for plan_id, cfg in sorted(self.settings.plans.items()):
-            rate.add_metric([plan_id], cfg.rate)
-            burst.add_metric([plan_id], cfg.burst)
+            fields = snap.get(plan_id, {})
+            rt_rate = _float(fields.get(SNAPSHOT_STATE_PREFIX + State.RATE))
+            rt_burst = _float(fields.get(SNAPSHOT_STATE_PREFIX + State.BURST))
+            rate.add_metric([plan_id], rt_rate if rt_rate is not None else cfg.rate)
+            burst.add_metric([plan_id], rt_burst if rt_burst is not None else cfg.burst)
+            if snap:
+                overridden = any(SNAPSHOT_STATE_PREFIX + f in fields for f in State.RUNTIME_FIELDS)
+                runtime.add_metric([plan_id], 1.0 if overridden else 0.0)
         yield rate
         yield burst
+        yield runtime
 
     def _families(self, snap: Mapping[str, Mapping[str, str]]) -> Iterator[Metric]:
         counters = {
@@ -239,6 +267,17 @@ class DeploymentCollector(Collector):
             "1 while the plan's circuit is open (sending stopped, queue kept, probing), else 0.",
             labels=["plan"],
         )
+        plan_paused = GaugeMetricFamily(
+            PREFIX + "plan_paused",
+            "1 while the plan is paused (`dispatcher plans pause`), else 0.",
+            labels=["plan"],
+        )
+        campaigns_paused = GaugeMetricFamily(
+            PREFIX + "campaigns_paused",
+            "Campaigns of the plan paused now (`dispatcher campaigns pause`, or halted by their "
+            "own failures).",
+            labels=["plan"],
+        )
         for plan_id, fields in sorted(snap.items()):
             for field, family in counters.items():
                 family.add_metric([plan_id], _int(fields.get(field)))
@@ -276,10 +315,16 @@ class DeploymentCollector(Collector):
 
             cfg = self.settings.plans.get(plan_id)
             lowered = _float(fields.get(SNAPSHOT_STATE_PREFIX + State.EFF_RATE))
-            if cfg is not None:
-                eff.add_metric([plan_id], min(lowered, cfg.rate) if lowered else cfg.rate)
+            in_force = _float(fields.get(SNAPSHOT_STATE_PREFIX + State.RATE))
+            if in_force is None and cfg is not None:
+                in_force = cfg.rate
+            if in_force is not None:
+                eff.add_metric([plan_id], min(lowered, in_force) if lowered else in_force)
             elif lowered is not None:
                 eff.add_metric([plan_id], lowered)
+            paused = SNAPSHOT_STATE_PREFIX + State.PAUSED in fields
+            plan_paused.add_metric([plan_id], 1.0 if paused else 0.0)
+            campaigns_paused.add_metric([plan_id], _int(fields.get(SNAPSHOT_PAUSED_CAMPAIGNS)))
             circuit.add_metric(
                 [plan_id],
                 1.0
@@ -297,6 +342,8 @@ class DeploymentCollector(Collector):
         yield dlq
         yield eff
         yield circuit
+        yield plan_paused
+        yield campaigns_paused
 
 
 def registry_for(settings: Settings, client: redis.Redis | None = None) -> CollectorRegistry:

@@ -135,3 +135,4 @@ class Stats:
 # In ``Store.plan_snapshot``, the state fields are prefixed so they cannot meet a counter.
 SNAPSHOT_STATE_PREFIX: Final = "state."
 SNAPSHOT_HEAD_AGE_MS: Final = "head_age_ms"
+SNAPSHOT_PAUSED_CAMPAIGNS: Final = "paused_campaigns"

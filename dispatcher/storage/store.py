@@ -24,6 +24,7 @@ from dispatcher.storage import keys
 from dispatcher.storage.base import as_text, wraps_redis_errors
 from dispatcher.storage.fields import (
     SNAPSHOT_HEAD_AGE_MS,
+    SNAPSHOT_PAUSED_CAMPAIGNS,
     SNAPSHOT_STATE_PREFIX,
     Batch,
     Campaign,
@@ -159,15 +160,18 @@ class Store:
             pipe.hgetall(keys.state(p))
             pipe.hgetall(keys.stats(p))
             pipe.lindex(keys.lane(p), 0)
+            pipe.hlen(keys.paused(p))
         out = pipe.execute()
         heads: dict[str, str] = {}
         snap: dict[str, dict[str, str]] = {}
         for i, p in enumerate(plans):
-            st, stats, head = out[3 * i : 3 * i + 3]
+            st, stats, head, paused = out[4 * i : 4 * i + 4]
             merged = {f"{SNAPSHOT_STATE_PREFIX}{as_text(k)}": as_text(v) for k, v in st.items()}
             merged.update({as_text(k): as_text(v) for k, v in stats.items()})
+            merged[SNAPSHOT_PAUSED_CAMPAIGNS] = str(paused)
             snap[p] = merged
-            if head is not None:
+            # A paused campaign's marker at the head has no enqueue time: no age sample.
+            if head is not None and not head.startswith(b"#"):
                 heads[p] = as_text(head)
         if heads:
             pipe = self.r.pipeline(transaction=False)

@@ -4,6 +4,7 @@ nothing and sends nothing twice."""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from collections.abc import Callable
@@ -146,3 +147,46 @@ def test_a_worker_killed_between_a_cancel_and_its_commit_loses_nothing(
     assert len(got) == len(set(got)) == s.sent
     assert s.sent + s.canceled == s.recipients == 200
     assert r.llen(keys.lane(PLAN)) == 0
+
+
+def test_control_metrics_follow_the_actions(
+    deploy: Callable[..., Deployment], r: redis.Redis
+) -> None:
+    from prometheus_client import generate_latest
+
+    from dispatcher.observability.exporter import registry_for
+
+    dep = deploy([(PLAN, 50, {"batch_size": 10})])
+    d = Dispatcher(dep.settings, r)
+    keep, drop = _enqueue(d, 30, seed=1), _enqueue(d, 20, seed=2)
+
+    def sample(name: str) -> float:
+        text = generate_latest(registry_for(dep.settings, r)).decode()
+        line = next(
+            x for x in text.splitlines() if x.startswith(f'dispatcher_{name}{{plan="{PLAN}"}}')
+        )
+        return float(line.rsplit(" ", 1)[1])
+
+    assert (sample("plan_paused"), sample("campaigns_paused")) == (0, 0)
+    d.pause_plan(PLAN, actor="ops")
+    d.pause(keep, actor="ops")
+    d.cancel(drop, actor="ops")
+    d.set_plan(PLAN, rate=20, actor="ops")
+    assert (sample("plan_paused"), sample("campaigns_paused")) == (1, 1)
+    assert sample("canceled_recipients_total") == 20
+    assert (sample("rate_limit_per_second"), sample("rate_limit_runtime")) == (20, 1)
+    assert [(e.action, e.actor) for e in d.audit()][:4] == [
+        ("plan.set", "ops"),
+        ("campaign.cancel", "ops"),
+        ("campaign.pause", "ops"),
+        ("plan.pause", "ops"),
+    ]
+    d.reset_plan(PLAN)
+    d.resume_plan(PLAN)
+    assert (
+        sample("plan_paused"),
+        sample("rate_limit_per_second"),
+        sample("rate_limit_runtime"),
+    ) == (0, 50, 0)
+    out = dep.cli("audit", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)[0]["action"] == "plan.resume"
