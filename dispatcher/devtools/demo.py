@@ -28,6 +28,7 @@ from rich.table import Table
 from dispatcher.api import Dispatcher
 from dispatcher.config import Settings
 from dispatcher.devtools.localredis import LocalRedis
+from dispatcher.errors import ControlError
 from dispatcher.models import Campaign
 from sinch_simulator import PlanSpec, Simulator
 
@@ -149,6 +150,7 @@ def run_demo(*, workers: int = 2, scale: float = 1.0) -> int:
                 run = _Run(d, sim, plans, ids, started=time.monotonic())
                 with Live(console=console, refresh_per_second=8) as live:
                     while len(run.finished) < len(plans):
+                        _operator(run, console)
                         if proc.poll() is not None:
                             console.print(
                                 f"[red]the worker exited ({proc.returncode}); see its log[/]"
@@ -169,6 +171,29 @@ def _bar(done: int, total: int, width: int = 16) -> str:
     return "█" * filled + "·" * (width - filled)
 
 
+# What the demo's operator does, seconds after sending starts: hold the largest campaign for a
+# moment, as one would a wrong text, then let it go on from where it stopped.
+_PAUSE_PLAN, _PAUSE_AT_S, _RESUME_AT_S = "globex-news", 2.0, 4.0
+
+
+def _operator(run: _Run, console: Console) -> None:
+    elapsed = time.monotonic() - run.started
+    cid = run.ids.get(_PAUSE_PLAN)
+    if cid is None or _PAUSE_PLAN in run.finished:
+        return
+    try:
+        if elapsed >= _PAUSE_AT_S and run.paused_at is None:
+            run.d.pause(cid, actor="demo")
+            run.paused_at = time.time()
+            console.print(f"  operator: [yellow]dispatcher campaigns pause {cid}[/]")
+        elif elapsed >= _RESUME_AT_S and run.paused_at is not None and run.resumed_at is None:
+            run.d.resume(cid, actor="demo")
+            run.resumed_at = time.time()
+            console.print(f"  operator: [green]dispatcher campaigns resume {cid}[/]")
+    except ControlError:
+        run.paused_at = run.resumed_at = run.resumed_at or time.time()  # it finished first
+
+
 @dataclass
 class _Run:
     """What the live view and the summary read: the system, the plans, and when each finished."""
@@ -179,6 +204,14 @@ class _Run:
     ids: dict[str, str]
     started: float
     finished: dict[str, float] = field(default_factory=dict)
+    paused_at: float | None = None  # wall clock, as the simulator's arrivals
+    resumed_at: float | None = None
+
+    def paused_s(self, plan: str) -> float:
+        """How long the operator held this plan's campaign (the mean leaves it out)."""
+        if plan != _PAUSE_PLAN or self.paused_at is None or self.resumed_at is None:
+            return 0.0
+        return self.resumed_at - self.paused_at
 
     def progress(self) -> Table:
         return _progress(self)
@@ -204,14 +237,16 @@ def _progress(run: _Run) -> Table:
         table.add_row(
             p.plan, _bar(st.sent + st.dead_lettered, st.recipients),
             f"{st.sent + st.dead_lettered} / {st.recipients}", f"{recent:.0f}", f"{p.rate:g}",
-            st.state,
+            f"{st.state} ({st.paused_by})" if st.paused_by else st.state,
         )  # fmt: skip
     return table
 
 
 def _summary(run: _Run) -> Table:
     d, sim, plans, ids, finished = run.d, run.sim, run.plans, run.ids, run.finished
-    table = Table(title="summary, checked against the simulator's own log")
+    table = Table(
+        title="summary, checked against the simulator's own log (mean/s leaves out a pause)"
+    )
     for col in ("plan", "limit", "sent", "DLQ", "secs", "mean/s", "of limit", "FIFO", "dups"):
         table.add_column(col)
     for p in plans:
@@ -221,9 +256,12 @@ def _summary(run: _Run) -> Table:
         refs = [a.client_reference or "" for a in arrivals]
         order_ok = refs == sorted(refs, key=lambda r: int(r.rsplit(".", 1)[-1]))
         span = (arrivals[-1].t - arrivals[0].t) if len(arrivals) > 1 else 0.0
+        span -= run.paused_s(p.plan)
         # The first `burst` recipients go at once; the rest at the limit.  A plan sent in one
         # batch has no rate to show: it went at once, inside its burst.
-        mean = (len(got) - len(arrivals[0].to)) / span if span > 0 else None
+        # After a pause the bucket is full again: a second burst (the demo's burst is its rate).
+        extra = min(p.rate, len(got)) if run.paused_s(p.plan) else 0
+        mean = (len(got) - len(arrivals[0].to) - extra) / span if span > 0 else None
         rate_cells = (
             ("-", "one batch") if mean is None else (f"{mean:.1f}", f"{100 * mean / p.rate:.0f}%")
         )
