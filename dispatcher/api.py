@@ -14,6 +14,7 @@ from datetime import datetime
 
 import redis
 
+from dispatcher.callbacks import tokens
 from dispatcher.campaign.originator import validate_originator
 from dispatcher.campaign.prepare import Prepared, prepare
 from dispatcher.campaign.recipients import check_unique
@@ -35,6 +36,7 @@ from dispatcher.storage import fields
 from dispatcher.storage.campaigns import Campaigns
 from dispatcher.storage.control import Control
 from dispatcher.storage.keys import new_id
+from dispatcher.storage.reports import Reports
 from dispatcher.storage.store import Store
 
 _REFUSED = {
@@ -61,6 +63,15 @@ class Dispatcher:
         self.store = Store(self.redis, retention_days=settings.retention_days)
         self._campaigns = Campaigns(self.redis)
         self.control = Control(self.redis, retention_s=self.store.retention_s)
+        self._reports = Reports(self.redis, retention_s=self.store.retention_s)
+
+    def callback_url(self, plan: str) -> str | None:
+        """The plan's inbound URL for Sinch (delivery reports and inbound messages), or None
+        when no callback_base_url is configured."""
+        base, secret = self.settings.callback_base_url, self.settings.callback_secret
+        if not base or secret is None:
+            return None
+        return tokens.callback_url(base, secret.reveal(), plan)
 
     @classmethod
     def from_env(cls, config: str | None = None) -> Dispatcher:
@@ -99,12 +110,20 @@ class Dispatcher:
         batch_size = self._batch_size(plan)
         # Held by the dispatcher until due, so posted without send_at: the provider's own
         # queue (out of reach of pause, cancel and the rate) stays shallow.
+        # One round trip: numbers that opted out (of this plan, or everywhere) are dropped here
+        # and counted, never sent.
+        suppressed = self._reports.suppressed_among(plan.id, prepared.recipients)
+        if suppressed:
+            prepared = prepared.without(suppressed)
         batches = build_batches(
             campaign_id, plan, sender, campaign.body, prepared, None, expire_at,
-            batch_size=batch_size,
+            batch_size=batch_size, callback_url=self.callback_url(plan.id),
         )  # fmt: skip
         record: dict[str, str | int | float] = {
-            fields.Campaign.RECIPIENTS: len(prepared.recipients),
+            # Suppressed numbers are part of the campaign's recipients and of its progress
+            # (pending = recipients - sent - ... - suppressed), never of a batch.
+            fields.Campaign.RECIPIENTS: len(prepared.recipients) + len(suppressed),
+            fields.Campaign.SUPPRESSED: len(suppressed),
             fields.Campaign.BATCHES: len(batches),
             fields.Campaign.DUPLICATES: prepared.duplicates,
             fields.Campaign.INVALID: len(prepared.invalid),
@@ -120,6 +139,7 @@ class Dispatcher:
         return EnqueueResult(
             campaign_id,
             recipients=len(prepared.recipients),
+            suppressed=len(suppressed),
             batches=len(batches),
             duplicates=prepared.duplicates,
             invalid=prepared.invalid,
@@ -267,6 +287,27 @@ class Dispatcher:
         self.control.reset_plan(pid, actor or default_actor())
         return self._plan_status(pid)
 
+    # ------------------------------------------------------------ opt-outs
+    def suppress(self, numbers: list[str], plan: str | None = None) -> int:
+        """Add numbers to the plan's suppression list (None: everywhere); how many were new.
+        Raises CampaignError naming the first number that is not one."""
+        return self._reports.suppress(self._numbers(numbers), self._scope(plan))
+
+    def unsuppress(self, numbers: list[str], plan: str | None = None) -> int:
+        return self._reports.unsuppress(self._numbers(numbers), self._scope(plan))
+
+    def suppressed(self, plan: str | None = None) -> list[str]:
+        return self._reports.suppressed(self._scope(plan))
+
+    def _scope(self, plan: str | None) -> str | None:
+        return self._known_plan(plan) if plan else None
+
+    @staticmethod
+    def _numbers(numbers: list[str]) -> list[str]:
+        from dispatcher.campaign.msisdn import check
+
+        return [check(n) for n in numbers]
+
     def audit(self, limit: int = 100) -> list[AuditEntry]:
         """Control actions, newest first."""
         return self.control.audit(limit)
@@ -364,6 +405,7 @@ def build_batches(
     expire_at: str | None = None,
     *,
     batch_size: int | None = None,
+    callback_url: str | None = None,
 ) -> list[payload.Body]:
     """Split into batches of ``batch_size`` (default the plan's), each request body rendered
     once."""
@@ -375,6 +417,8 @@ def build_batches(
             prepared.recipients,
             prepared.parameters,
             batch_size=batch_size or plan.batch_size,
+            delivery_report=plan.delivery_report,
+            callback_url=callback_url,
             send_at=send_at,
             expire_at=expire_at,
         )

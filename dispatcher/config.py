@@ -68,6 +68,12 @@ class PlanConfig:
     burst: float
     batch_size: int
     token: Secret | None = field(default=None, compare=False)
+    # Delivery reports and opt-outs (CONTRACT.md): the batch's `delivery_report` mode, where
+    # opt-outs apply, and when a failing campaign pauses itself (ratio None: never).
+    delivery_report: str = "none"
+    suppression: str = "plan"
+    halt_failure_ratio: float | None = None
+    halt_min_reports: int = 200
 
     @property
     def batches_url(self) -> str:
@@ -163,6 +169,8 @@ class Settings:
     plans: Mapping[str, PlanConfig] = field(default_factory=dict)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     source: str = "<defaults>"
+    callback_base_url: str | None = None  # the receiver's public address
+    callback_secret: Secret | None = field(default=None, compare=False)  # DISPATCH_CALLBACK_SECRET
 
     def plan(self, plan_id: str) -> PlanConfig:
         try:
@@ -213,7 +221,10 @@ class Settings:
         def bad(key: str, what: str) -> None:
             problems.append(f"{source}: {key}: {what}")
 
-        known_top = {"redis_url", "broker_url", "metrics_port", "retention_days", "plans", "worker"}
+        known_top = {
+            "redis_url", "broker_url", "metrics_port", "retention_days", "plans", "worker",
+            "callback_base_url",
+        }  # fmt: skip
         for key in data:
             if key not in known_top:
                 bad(key, f"unknown key (expected one of: {', '.join(sorted(known_top))})")
@@ -237,13 +248,26 @@ class Settings:
             bad("retention_days", "must be a number of days > 0")
             retention = 7
 
+        callback_base = data.get("callback_base_url")
+        if callback_base is not None and (
+            not isinstance(callback_base, str)
+            or not callback_base.startswith(("http://", "https://"))
+        ):
+            bad("callback_base_url", "must be an http:// or https:// URL")
+            callback_base = None
+        secret_value = env.get(CALLBACK_SECRET_ENV)
+        if callback_base and not secret_value:
+            bad(
+                "callback_base_url",
+                f"needs the environment variable {CALLBACK_SECRET_ENV} (the callback URLs' secret)",
+            )
         plans: dict[str, PlanConfig] = {}
         raw_plans = data.get("plans", {})
         if not isinstance(raw_plans, Mapping):
             bad("plans", "must be a table of [plans.<service_plan_id>] sections")
             raw_plans = {}
         for plan_id, raw in raw_plans.items():
-            plan = _load_plan(str(plan_id), raw, env, bad, require_tokens)
+            plan = _load_plan(str(plan_id), raw, env, bad, require_tokens, bool(callback_base))
             if plan is not None:
                 plans[plan.id] = plan
         worker = _load_worker(data.get("worker", {}), bad)
@@ -257,10 +281,17 @@ class Settings:
             plans=plans,
             worker=worker,
             source=source,
+            callback_base_url=callback_base,
+            callback_secret=Secret(secret_value) if secret_value else None,
         )
 
 
-_PLAN_KEYS = {"region", "base_url", "token_env", "rate", "burst", "batch_size"}
+CALLBACK_SECRET_ENV = "DISPATCH_CALLBACK_SECRET"
+DELIVERY_REPORTS = ("none", "summary", "full", "per_recipient", "per_recipient_final")
+_PLAN_KEYS = {
+    "region", "base_url", "token_env", "rate", "burst", "batch_size", "delivery_report",
+    "suppression", "halt_failure_ratio", "halt_min_reports",
+}  # fmt: skip
 
 
 def _load_plan(
@@ -269,6 +300,7 @@ def _load_plan(
     env: Mapping[str, str],
     bad: Callable[[str, str], None],
     require_tokens: bool,
+    callbacks: bool = False,
 ) -> PlanConfig | None:
     key = f"plans.{plan_id}"
     if not isinstance(raw, Mapping):
@@ -331,6 +363,25 @@ def _load_plan(
             f"{batch_size} is more than burst {burst:g}: such a batch could never be granted",
         )
         return None
+    report = raw.get("delivery_report", "full" if callbacks else "none")
+    if report not in DELIVERY_REPORTS:
+        bad(f"{key}.delivery_report", f"must be one of: {', '.join(DELIVERY_REPORTS)}")
+        ok = False
+    elif report != "none" and not callbacks:
+        bad(f"{key}.delivery_report", "needs callback_base_url (where Sinch posts the reports)")
+        ok = False
+    suppression = raw.get("suppression", "plan")
+    if suppression not in ("plan", "global"):
+        bad(f"{key}.suppression", 'must be "plan" or "global"')
+        ok = False
+    halt: Any = raw.get("halt_failure_ratio")
+    if halt is not None and (not _is_number(halt) or not 0 <= halt <= 1):
+        bad(f"{key}.halt_failure_ratio", "must be a number from 0 to 1")
+        ok = False
+    halt_min: Any = raw.get("halt_min_reports", 200)
+    if not _is_int(halt_min) or halt_min < 1:
+        bad(f"{key}.halt_min_reports", "must be a whole number >= 1")
+        ok = False
     if not ok:
         return None
     assert isinstance(base_url, str) and isinstance(token_env, str)
@@ -342,6 +393,10 @@ def _load_plan(
         burst=float(burst),
         batch_size=int(batch_size),
         token=token,
+        delivery_report=str(report),
+        suppression=str(suppression),
+        halt_failure_ratio=float(halt) if halt is not None else None,
+        halt_min_reports=int(halt_min),
     )
 
 

@@ -62,6 +62,7 @@ class EnqueueResult(str):
     encoding: str
     max_parts: int
     total_parts: int
+    suppressed: int
 
     def __new__(
         cls,
@@ -74,6 +75,7 @@ class EnqueueResult(str):
         encoding: str = "GSM-7",
         max_parts: int = 1,
         total_parts: int = 0,
+        suppressed: int = 0,
     ) -> EnqueueResult:
         self = super().__new__(cls, campaign_id)
         self.campaign_id = campaign_id
@@ -84,6 +86,7 @@ class EnqueueResult(str):
         self.encoding = encoding
         self.max_parts = max_parts
         self.total_parts = total_parts
+        self.suppressed = suppressed
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -92,6 +95,7 @@ class EnqueueResult(str):
             "recipients": self.recipients,
             "batches": self.batches,
             "duplicates": self.duplicates,
+            "suppressed": self.suppressed,
             "invalid": [asdict(i) for i in self.invalid],
             "encoding": self.encoding,
             "max_parts": self.max_parts,

@@ -24,7 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "sending": {"config", "errors", "models", "sinch", "storage", "observability"},
     "observability": {"config", "errors", "models", "storage"},
     "parallel": {"campaign", "errors", "models"},
-    "api": {"campaign", "config", "errors", "models", "parallel", "sinch", "storage"},
+    "api": {"callbacks", "campaign", "config", "errors", "models", "parallel", "sinch", "storage"},
+    "callbacks": {"config", "errors", "models", "storage"},
     "devtools": {
         "api",
         "campaign",

@@ -32,6 +32,33 @@ class Prepared:
     total_parts: int
     min_parts: int
 
+    def without(self, dropped: set[str]) -> Prepared:
+        """The campaign minus numbers that opted out (found after validation, at enqueue).
+
+        Parts are exact when every recipient's text has the same length (no parameters, or
+        parameters that do not change it), else pro rata."""
+        kept = [r for r in self.recipients if r not in dropped]
+        params = (
+            {
+                k: {n: v for n, v in m.items() if n not in dropped}
+                for k, m in self.parameters.items()
+            }
+            if self.parameters
+            else self.parameters
+        )
+        n, total = len(self.recipients), len(kept)
+        parts = (
+            self.max_parts * total
+            if self.min_parts == self.max_parts
+            else round(self.total_parts * total / n)
+            if n
+            else 0
+        )
+        return Prepared(
+            kept, self.invalid, self.duplicates, params, self.encoding,
+            self.max_parts if kept else 0, parts, self.min_parts if kept else 0,
+        )  # fmt: skip
+
 
 def invalid_entry(raw: object, result: object) -> InvalidRecipient:
     """The report of one entry that is not sent to: ``to`` as given (repr if not text)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from dispatcher.cli import campaigns, control, dlq, plans, servers  # noqa: F401  (registers the commands)
+from dispatcher.cli import callbacks, campaigns, control, dlq, plans, servers  # noqa: F401  (registers the commands)
 from dispatcher.cli.base import cli, fail
 
 __all__ = ["cli", "main"]

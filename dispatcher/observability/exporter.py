@@ -84,6 +84,10 @@ _COUNTERS: Mapping[str, tuple[str, str]] = {
         "canceled_recipients",
         "Recipients of canceled campaigns that were never posted (`dispatcher campaigns cancel`).",
     ),
+    Stats.SUPPRESSED: (
+        "suppressed_recipients",
+        "Recipients dropped at enqueue because they opted out (STOP, `dispatcher suppress`).",
+    ),
     Stats.EXPIRED: (
         "expired_recipients",
         "Recipients not posted by their campaign's expire_at, so never posted.",
@@ -241,6 +245,17 @@ class DeploymentCollector(Collector):
             "(not resent) or missing (sent again).",
             labels=["plan", "result"],
         )
+        delivery = CounterMetricFamily(
+            PREFIX + "delivery_reports",
+            "Recipients by their final status in Sinch's delivery reports, each recipient once.",
+            labels=["plan", "status"],
+        )
+        callbacks = CounterMetricFamily(
+            PREFIX + "callbacks",
+            "Callbacks received, by type and result (ok, orphaned, ignored, invalid, "
+            "unauthorized).",
+            labels=["plan", "type", "result"],
+        )
         queue = GaugeMetricFamily(
             PREFIX + "queue_recipients",
             "Recipients waiting in the plan's lane (including the batch in flight).",
@@ -298,6 +313,11 @@ class DeploymentCollector(Collector):
                 elif key.startswith(Stats.DLQ_PREFIX):
                     c = _code(key[len(Stats.DLQ_PREFIX) :])
                     by_code[c] = by_code.get(c, 0) + _int(value)
+                elif key.startswith(Stats.DELIVERY_PREFIX):
+                    delivery.add_metric([plan_id, key[len(Stats.DELIVERY_PREFIX) :]], _int(value))
+                elif key.startswith(Stats.CALLBACK_PREFIX):
+                    kind, _, result = key[len(Stats.CALLBACK_PREFIX) :].partition(":")
+                    callbacks.add_metric([plan_id, kind, result], _int(value))
             for (status, code), n in sorted(by_response.items()):
                 responses.add_metric([plan_id, status, code], n)
             for code, n in sorted(by_code.items()):
@@ -337,6 +357,8 @@ class DeploymentCollector(Collector):
         yield responses
         yield dead
         yield lookups
+        yield delivery
+        yield callbacks
         yield queue
         yield age
         yield dlq

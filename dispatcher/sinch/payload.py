@@ -44,12 +44,16 @@ def build(
     batch_size: int,
     send_at: str | None = None,
     expire_at: str | None = None,
+    delivery_report: str = "none",
+    callback_url: str | None = None,
 ) -> Iterator[Body]:
     """The bodies of ``to`` cut into batches of ``batch_size``, ``reference.0``, ``.1``, ...
 
     ``originator`` and the times are written as given: the campaign checks normalized them.
     """
-    common: dict[str, Any] = {"from": originator, "body": text, "delivery_report": "none"}
+    common: dict[str, Any] = {"from": originator, "body": text, "delivery_report": delivery_report}
+    if callback_url:
+        common["callback_url"] = callback_url
     if send_at:
         common["send_at"] = send_at
     if expire_at:

@@ -114,6 +114,9 @@ class Stats:
     DLQ_PENDING: Final = "dlq_pending"
     CANCELED: Final = "canceled"
     EXPIRED: Final = "expired"
+    SUPPRESSED: Final = "suppressed"  # dropped at enqueue: they opted out
+    DELIVERY_PREFIX: Final = "dr:"  # dr:<final status>, recipients (delivery reports)
+    CALLBACK_PREFIX: Final = "cb:"  # cb:<type>:<result>, callbacks received
     REPLAYED: Final = "replayed"
     PURGED: Final = "purged"
     RETRIES: Final = "retries"  # attempts

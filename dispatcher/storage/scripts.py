@@ -51,7 +51,7 @@ from dispatcher.storage.results import (
 
 _NAMES = (
     "bucket", "take", "commit", "hold", "split", "lease", "release", "schedule", "claim",
-    "replay", "purge", "admit", "idle", "pause", "resume", "cancel",
+    "replay", "purge", "admit", "idle", "pause", "resume", "cancel", "report",
 )  # fmt: skip
 _INCLUDE = re.compile(r"^--@include (lib/\w+\.lua)\s*$", re.M)
 
@@ -329,6 +329,26 @@ class Scripts:
     def cancel(self, plan: str, campaign_id: str, retention_s: int) -> Control:
         k = [keys.prefix(plan), keys.lane(plan)]
         return _control(self._run("cancel", k, [campaign_id, retention_s]))
+
+    def report(
+        self,
+        plan: str,
+        kind: str,
+        client_reference: str,
+        provider_batch_id: str,
+        retention_s: int,
+        *,
+        recipients: list[tuple[str, str]] | None = None,
+        counts: list[tuple[str, int]] | None = None,
+    ) -> tuple[str, int] | None:
+        """Count a report's final statuses: (campaign, newly counted), or None (orphaned)."""
+        mode = "recipients" if recipients else "counts"
+        pairs: list[Any] = [x for pair in (recipients or counts or []) for x in pair]
+        a: list[Any] = [kind, client_reference, provider_batch_id, retention_s, mode, *pairs]
+        r = self._run("report", [keys.prefix(plan)], a)
+        if as_text(r[0]) != "ok":
+            return None
+        return as_text(r[1]), int(r[2])
 
 
 def idle_answer(r: list[Any]) -> Idle:

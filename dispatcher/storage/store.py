@@ -114,6 +114,9 @@ class Store:
             pipe.rpush(lane, *ids)
         pipe.hincrby(keys.stats(plan), Stats.PENDING, total)
         pipe.hincrby(keys.stats(plan), Stats.ENQUEUED, total)
+        suppressed = int(record.get(Campaign.SUPPRESSED, 0))
+        if suppressed:
+            pipe.hincrby(keys.stats(plan), Stats.SUPPRESSED, suppressed)
         pipe.sadd(keys.PLANS, plan)
         if batches:
             due_ms = send_at_ms if scheduled and send_at_ms is not None else now_ms

@@ -13,6 +13,7 @@ import re
 import pytest
 
 from dispatcher.storage import fields, keys, scripts
+from dispatcher.storage.campaigns import delivery_key
 from tests.support.deploy import ROOT
 
 LUA = ROOT / "dispatcher" / "storage" / "lua"
@@ -105,7 +106,8 @@ _NOT_FIELDS = {
     "ok", "lost", "moved", "go", "wait", "cooldown", "circuit", "unknown", "oversize",
     "accepted", "dead", "retry", "ratewait", "notfound", "lookup", "set", "lt", "1", "0",
     "batch ", " is in the lane but has no record", ":",
-    "already", "notpaused", "missing", "done", "#", ".", "^[^.]+",
+    "already", "notpaused", "missing", "done", "#", ".", "^[^.]+", "orphaned", "|",
+    ":ok", ":orphaned",  # suffixes of the cb:<type>:<result> counters
 }  # fmt: skip
 
 # Key names the scripts build from the plan's prefix (KEYS: "dsp:{plan}:"), each checked
@@ -115,6 +117,8 @@ _KEY_PARTS = {
     "stats": keys.stats("p"), "paused": keys.paused("p"), "sched": keys.scheduled("p"),
     "active": keys.active("p"), "pb:": keys.provider_batch("p", "x"),
     ":pb": keys.provider_batches("p", "x"), ":ctl": keys.campaign("p", "x") + ":ctl",
+    ":dr": delivery_key("p", "x"), ":rs": keys.campaign("p", "x") + ":rs",
+    ":bs": keys.campaign("p", "x") + ":bs",
 }  # fmt: skip
 
 

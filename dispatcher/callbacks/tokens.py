@@ -1,0 +1,36 @@
+"""The per-plan token in each callback URL: an HMAC of the plan id under the callback secret.
+
+The config file holds no secret and the token is not stored anywhere: the receiver recomputes
+it, so a leaked config or Redis dump cannot forge callbacks, and rotating the secret rotates
+every URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from urllib.parse import quote
+
+_PATH = "/callbacks"
+
+
+def plan_token(secret: str, plan: str) -> str:
+    return hmac.new(secret.encode(), f"plan:{plan}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def callback_url(base_url: str, secret: str, plan: str) -> str:
+    return f"{base_url.rstrip('/')}{_PATH}/{quote(plan, safe='')}/{plan_token(secret, plan)}"
+
+
+def verify(secret: str, plan: str, token: str) -> bool:
+    return hmac.compare_digest(plan_token(secret, plan), token)
+
+
+def split_path(path: str) -> tuple[str, str] | None:
+    """``/callbacks/<plan>/<token>`` -> (plan, token), else None."""
+    parts = path.rstrip("/").split("/")
+    if len(parts) != 4 or parts[0] != "" or "/" + parts[1] != _PATH:
+        return None
+    from urllib.parse import unquote
+
+    return unquote(parts[2]), parts[3]
