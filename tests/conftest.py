@@ -47,10 +47,15 @@ def deploy(
         *,
         sim_rate_factor: float = 1.0,
         redis_url: str | None = None,
+        callbacks: bool = False,
     ) -> Deployment:
         redis_url = redis_url or redis_server.url
         lines = [f'redis_url = "{redis_url}"', ""]
+        if callbacks:  # every batch then carries its plan's callback URL (with its token)
+            lines.insert(1, 'callback_base_url = "https://hooks.example.com"')
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DISPATCH_", "PYTEST_"))}
+        if callbacks:
+            env["DISPATCH_CALLBACK_SECRET"] = "cb-secret-9a8b7c6d5e4f"
         for spec in plans:
             plan, rate = spec[0], spec[1]
             extra = spec[2] if len(spec) > 2 else {}  # type: ignore[misc]

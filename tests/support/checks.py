@@ -97,7 +97,12 @@ def _s(v: object) -> str:
 
 
 def tokens_of(dep: Deployment) -> set[str]:
-    return {v for k, v in dep.env.items() if k.endswith("_TOKEN") and v}
+    """Every secret of the deployment: plan tokens and the callback secret."""
+    return {
+        v
+        for k, v in dep.env.items()
+        if (k.endswith("_TOKEN") or k == "DISPATCH_CALLBACK_SECRET") and v
+    }
 
 
 def redis_dump(r: redis.Redis) -> str:

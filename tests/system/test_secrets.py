@@ -32,7 +32,10 @@ from tests.support.numbers import mobiles
 def test_no_token_anywhere(
     deploy: Callable[..., Deployment], sim: Simulator, r: redis.Redis
 ) -> None:
-    dep = deploy([("sec-ok", 500, {"batch_size": 20}), ("sec-wrong", 500, {"batch_size": 20})])
+    dep = deploy(
+        [("sec-ok", 500, {"batch_size": 20}), ("sec-wrong", 500, {"batch_size": 20})],
+        callbacks=True,
+    )
     right = dep.env["SEC_WRONG_TOKEN"]
     wrong = "tok-wrong-b3arer-9f8e7d6c"
     dep.env["SEC_WRONG_TOKEN"] = wrong
