@@ -14,6 +14,7 @@ The tree::
      ├── CampaignError          a campaign rejected at enqueue (nothing was written)
      │    └── InvalidNumber     one recipient that will not be sent to (carries the reason)
      ├── NotFound               no such campaign, plan or dead letter (or it expired)
+     ├── CallbackRejected       a callback body the receiver cannot read (answered 4xx)
      ├── ControlError           a control action that cannot apply (pause a done campaign,
      │                          a rate <= 0): nothing was changed
      ├── StorageError           Redis failed or cannot be reached
@@ -52,6 +53,10 @@ class InvalidNumber(CampaignError):
 
 class NotFound(DispatcherError, LookupError):
     """No such campaign or dead letter (or it expired after ``retention_days``)."""
+
+
+class CallbackRejected(DispatcherError, ValueError):
+    """A callback body that is not one Sinch sends; one line, safe to log."""
 
 
 class ControlError(DispatcherError, ValueError):

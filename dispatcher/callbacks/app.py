@@ -18,10 +18,10 @@ from typing import Any
 import redis
 
 from dispatcher.callbacks.keywords import opt_action
-from dispatcher.callbacks.parse import BadCallback, Callback, parse
+from dispatcher.callbacks.parse import Callback, parse
 from dispatcher.callbacks.tokens import split_path, verify
 from dispatcher.config import PlanConfig, Settings
-from dispatcher.errors import StorageError
+from dispatcher.errors import CallbackRejected, StorageError
 from dispatcher.models import DELIVERY_STATUSES
 from dispatcher.storage.control import Control
 from dispatcher.storage.reports import Reports
@@ -80,9 +80,11 @@ class Receiver:
             return "401 Unauthorized", {"error": "wrong or missing token"}
         try:
             if content_type.split(";")[0].strip().lower() not in ("application/json", ""):
-                raise BadCallback(f"content type {content_type[:60]!r} is not application/json")
+                raise CallbackRejected(
+                    f"content type {content_type[:60]!r} is not application/json"
+                )
             cb = parse(read())
-        except BadCallback as exc:
+        except CallbackRejected as exc:
             self._count(plan_id, "unknown", "invalid")
             return "400 Bad Request", {"error": str(exc)}
         try:
@@ -137,7 +139,7 @@ def _read(environ: dict[str, Any]) -> bytes:
     except ValueError:
         n = 0
     if n > MAX_BODY:
-        raise BadCallback("body too large")
+        raise CallbackRejected("body too large")
     return bytes(environ["wsgi.input"].read(n)) if n > 0 else b""
 
 
@@ -176,7 +178,7 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
     def read() -> bytes:
         if len(body) > MAX_BODY:
-            raise BadCallback("body too large")
+            raise CallbackRejected("body too large")
         return body
 
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}

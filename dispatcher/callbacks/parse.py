@@ -11,15 +11,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from dispatcher.errors import CallbackRejected
 from dispatcher.models import DELIVERY_STATUSES
 
 FINAL = frozenset(DELIVERY_STATUSES)
 INTERMEDIATE = frozenset({"queued", "dispatched"})
 Kind = Literal["delivery_report_sms", "recipient_delivery_report_sms", "mo_text"]
-
-
-class BadCallback(ValueError):
-    """The body is not a callback we understand; one line, safe to log."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,7 @@ def _number(raw: Any, what: str) -> int:
     try:
         return int(str(raw).strip())
     except ValueError:
-        raise BadCallback(f"{what} is not a number") from None
+        raise CallbackRejected(f"{what} is not a number") from None
 
 
 def msisdn(raw: Any) -> str:
@@ -59,9 +56,9 @@ def parse(body: bytes) -> Callback:
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise BadCallback("body is not JSON") from None
+        raise CallbackRejected("body is not JSON") from None
     if not isinstance(doc, dict):
-        raise BadCallback("body is not a JSON object")
+        raise CallbackRejected("body is not a JSON object")
     kind = str(doc.get("type") or "")
     if kind == "delivery_report_sms":
         if "total_message_count" in doc:
@@ -70,7 +67,7 @@ def parse(body: bytes) -> Callback:
         counts: list[tuple[str, int]] = []
         for entry in doc.get("statuses") or []:
             if not isinstance(entry, dict):
-                raise BadCallback("statuses holds a non-object")
+                raise CallbackRejected("statuses holds a non-object")
             status = _status(entry.get("status"))
             if status is None:
                 continue
@@ -86,7 +83,7 @@ def parse(body: bytes) -> Callback:
     if kind == "recipient_delivery_report_sms":
         status = _status(doc.get("status"))
         if not doc.get("recipient"):
-            raise BadCallback("recipient_delivery_report_sms without a recipient")
+            raise CallbackRejected("recipient_delivery_report_sms without a recipient")
         listed = [(status, msisdn(doc["recipient"]))] if status else []
         return Callback(
             "recipient_delivery_report_sms", str(doc.get("batch_id") or ""),
@@ -94,4 +91,4 @@ def parse(body: bytes) -> Callback:
         )  # fmt: skip
     if kind == "mo_text":
         return Callback("mo_text", sender=msisdn(doc.get("from")), body=str(doc.get("body") or ""))
-    raise BadCallback(f"unknown callback type {kind[:40]!r}")
+    raise CallbackRejected(f"unknown callback type {kind[:40]!r}")
