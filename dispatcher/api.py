@@ -112,7 +112,7 @@ class Dispatcher:
         # queue (out of reach of pause, cancel and the rate) stays shallow.
         # One round trip: numbers that opted out (of this plan, or everywhere) are dropped here
         # and counted, never sent.
-        suppressed = self._reports.suppressed_among(plan.id, prepared.recipients)
+        suppressed, version = self._reports.suppressed_among(plan.id, prepared.recipients)
         if suppressed:
             prepared = prepared.without(suppressed)
         batches = build_batches(
@@ -134,7 +134,7 @@ class Dispatcher:
         }
         self.store.write_campaign(
             plan.id, campaign_id, record, batches, send_at_ms=_ms(send_at),
-            expire_at_ms=_ms(expire_at),
+            expire_at_ms=_ms(expire_at), suppression_version=version,
         )  # fmt: skip
         return EnqueueResult(
             campaign_id,

@@ -16,6 +16,7 @@ gives its slot back after ``slice_s`` so that many plans share few workers fairl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -33,10 +34,12 @@ from dispatcher.sending.policy import Action, Backoff, decide
 from dispatcher.sinch import payload as batch_body
 from dispatcher.sinch.client import ProviderResponse, SinchClient
 from dispatcher.storage.lanes import Lanes
+from dispatcher.storage.reports import Reports
 from dispatcher.storage.results import (
     Busy,
     Circuit,
     Cooldown,
+    Dropped,
     Go,
     Lost,
     Moved,
@@ -105,6 +108,7 @@ class Sender:
         self.backoff = backoff or Backoff()
         self.timing = timing or Timing()
         self.retention_s = int(settings.retention_days * 86400)
+        self.reports = Reports(client, retention_s=self.retention_s)
         # Asked once a drain has slept its budget: are other drains queued for a worker slot?
         # The worker sets it (it knows the broker); without it a drain always gives way.
         self.others_waiting: Callable[[], bool] = lambda: True
@@ -193,6 +197,12 @@ class Sender:
                     plan, token, head, r.payload, r.n, r.campaign, r.suspect
                 )
             else:
+                if r.recheck:
+                    checked = self._recheck(plan, token, head, r)
+                    if isinstance(checked, _Next):
+                        head, taken = checked
+                        continue
+                    r = checked
                 resp = self.http.send_batch(plan, r.payload)
                 REQUEST_DURATION.labels(plan.id).observe(resp.elapsed_s)
                 # Within the slice, the commit takes the next batch in the same round trip.
@@ -319,6 +329,27 @@ class Sender:
             err = json.dumps({"status": resp.status, "code": resp.code, "text": resp.text[:300]})
             return self._isolate(plan, token, head, go.payload, go.n, campaign, err, counted=resp)
         return self._commit(plan, token, head, campaign, "dead", resp, reason=rule.reason)
+
+    # ------------------------------------------------------------ opt-outs since enqueue
+    def _recheck(self, plan: PlanConfig, token: str, head: str, go: Go) -> Go | _Next:
+        """Someone opted out since this batch was checked (the version moved): drop them
+        before the POST.  One lookup of the lists; per recipient only in that case."""
+        nums = batch_body.recipients(go.payload)
+        out, version = self.reports.suppressed_among(plan.id, nums)
+        if not out:
+            return go
+        body, left = batch_body.without(go.payload, out)
+        removed = go.n - left
+        log.info("plan %s batch %s: %d recipients opted out since enqueue; not sent to them",
+                 plan.id, head, removed)  # fmt: skip
+        res = self.scripts.resuppress(
+            plan.id, token, head, body, removed, version, self.retention_s
+        )
+        if isinstance(res, Lost):
+            raise _Lost
+        if isinstance(res, Moved | Dropped):
+            return _Next(res.head)
+        return dataclasses.replace(go, payload=body, n=left)
 
     # ------------------------------------------------------------ unknown outcomes
     def _lookup(self, plan: PlanConfig, head: str, first_at_ms: int | None) -> bool | None:

@@ -105,6 +105,21 @@ def rereference(body: bytes | str, reference: str) -> bytes:
     return _encode(fields)
 
 
+def without(body: bytes | str, dropped: set[str]) -> tuple[bytes, int]:
+    """``body`` minus recipients in ``dropped`` (MSISDNs without ``+``), same reference:
+    (new body, recipients left).  For a number that opted out after enqueue."""
+    fields = json.loads(body)
+    to = [t for t in fields.get("to", []) if str(t).lstrip("+") not in dropped]
+    fields["to"] = to
+    params = fields.get("parameters")
+    if params:
+        wanted = {str(t) for t in to} | {_DEFAULT}
+        fields["parameters"] = {
+            k: {m: v for m, v in vals.items() if m in wanted} for k, vals in params.items()
+        }
+    return _encode(fields), len(to)
+
+
 def recipients(body: bytes | str) -> list[str]:
     """The MSISDNs a body sends to, without ``+`` (the form the dispatcher reports)."""
     return [str(t).lstrip("+") for t in json.loads(body).get("to", [])]

@@ -31,6 +31,7 @@ class Batch:
     REPLAYED_FROM: Final = "replayed_from"
     EXP: Final = "exp"  # ms: not posted after this (expire_at)
     CTL: Final = "ctl"  # "paused" | "canceled": came while the batch was in flight
+    SV: Final = "sv"  # the plan's suppression version its recipients were checked under
 
 
 class DeadLetter:

@@ -62,6 +62,12 @@ def scheduled(plan: str) -> str:
     return f"{_p(plan)}:sched"
 
 
+def suppression_version(plan: str) -> str:
+    """Counter bumped whenever a number opts out where this plan sends: a batch enqueued under
+    an older version is checked against the lists once more before it is posted."""
+    return f"{_p(plan)}:supv"
+
+
 def provider_batches(plan: str, campaign_id: str) -> str:
     """LIST of the provider's ids of the campaign's accepted batches (retention)."""
     return f"{_p(plan)}:c:{campaign_id}:pb"

@@ -60,9 +60,22 @@ class Reports:
     # ------------------------------------------------------------ suppression
     @wraps_redis_errors
     def suppress(self, numbers: Iterable[str], plan: str | None = None) -> int:
-        """Add numbers; how many were new."""
+        """Add numbers; how many were new.  Bumps the suppression version of every plan the
+        list applies to, so their queued batches are checked again before they are posted."""
         nums = list(numbers)
-        return int(self.r.sadd(suppressed_key(plan), *nums)) if nums else 0
+        if not nums:
+            return 0
+        plans = [plan] if plan else [as_text(p) for p in self.r.smembers(keys.PLANS)]
+        pipe = self.r.pipeline(transaction=False)
+        pipe.sadd(suppressed_key(plan), *nums)
+        for p in plans:
+            pipe.incr(keys.suppression_version(p))
+        added, *_ = pipe.execute()
+        return int(added)
+
+    @wraps_redis_errors
+    def version(self, plan: str) -> int:
+        return int(self.r.get(keys.suppression_version(plan)) or 0)
 
     @wraps_redis_errors
     def unsuppress(self, numbers: Iterable[str], plan: str | None = None) -> int:
@@ -74,12 +87,18 @@ class Reports:
         return sorted(as_text(x) for x in self.r.smembers(suppressed_key(plan)))
 
     @wraps_redis_errors
-    def suppressed_among(self, plan: str, numbers: Sequence[str]) -> set[str]:
-        """Which of ``numbers`` opted out, of this plan or everywhere: one round trip."""
-        if not numbers:
-            return set()
+    def suppressed_among(self, plan: str, numbers: Sequence[str]) -> tuple[set[str], int]:
+        """Which of ``numbers`` opted out, of this plan or everywhere, and the plan's
+        suppression version read before the lists (so an opt-out that comes after this read
+        bumps the version past it): one round trip."""
         pipe = self.r.pipeline(transaction=False)
-        pipe.smismember(suppressed_key(plan), list(numbers))
-        pipe.smismember(GLOBAL_SUPPRESSED, list(numbers))
-        mine, everywhere = pipe.execute()
-        return {n for n, a, b in zip(numbers, mine, everywhere, strict=True) if a or b}
+        pipe.get(keys.suppression_version(plan))
+        if numbers:
+            pipe.smismember(suppressed_key(plan), list(numbers))
+            pipe.smismember(GLOBAL_SUPPRESSED, list(numbers))
+        version, *found = pipe.execute()
+        if not numbers:
+            return set(), int(version or 0)
+        mine, everywhere = found
+        out = {n for n, a, b in zip(numbers, mine, everywhere, strict=True) if a or b}
+        return out, int(version or 0)

@@ -39,6 +39,7 @@ class Go:
     first_at_ms: int | None  # the first attempt; None only for a suspect never sent
     then_suspect: str  # "" or JSON {"id", "err"}: the sibling to mark if this is accepted
     next_id: str | None  # the batch after this one, for the commit to take in its round trip
+    recheck: bool = False  # a number opted out since the batch was checked: filter it first
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,19 @@ class Split:
     first: str
 
 
+@dataclass(frozen=True, slots=True)
+class Rewritten:
+    """The batch now holds only the recipients still to send to (resuppress.lua)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """Every recipient of the batch opted out: it left the lane; ``head`` is the next."""
+
+    head: str | None
+
+
+Resuppress = Rewritten | Dropped | Moved | Lost
 Commit = Committed | Moved | Lost
 Hold = Held | Moved | Lost
 SplitResult = Split | Moved | Lost

@@ -30,6 +30,7 @@ from dispatcher.storage.results import (
     Control,
     ControlAnswer,
     Cooldown,
+    Dropped,
     Go,
     Grant,
     Held,
@@ -42,6 +43,8 @@ from dispatcher.storage.results import (
     Oversize,
     Part,
     Paused,
+    Resuppress,
+    Rewritten,
     Split,
     SplitResult,
     Take,
@@ -52,6 +55,7 @@ from dispatcher.storage.results import (
 _NAMES = (
     "bucket", "take", "commit", "hold", "split", "lease", "release", "schedule", "claim",
     "replay", "purge", "admit", "idle", "pause", "resume", "cancel", "report",
+    "resuppress",
 )  # fmt: skip
 _INCLUDE = re.compile(r"^--@include (lib/\w+\.lua)\s*$", re.M)
 
@@ -113,6 +117,7 @@ def _take(r: list[Any]) -> Take:
             first_at_ms=_opt_int(r[7]),
             then_suspect=as_text(r[8]),
             next_id=as_text(r[9]) or None,
+            recheck=len(r) > 10 and as_text(r[10]) == "1",
         )
     if kind == "wait":
         return Wait(int(r[1]))
@@ -349,6 +354,23 @@ class Scripts:
         if as_text(r[0]) != "ok":
             return None
         return as_text(r[1]), int(r[2])
+
+    def resuppress(
+        self,
+        plan: str,
+        token: str,
+        batch_id: str,
+        payload: bytes,
+        removed: int,
+        version: int,
+        retention_s: int,
+    ) -> Resuppress:
+        k = [keys.lease(plan), keys.lane(plan), keys.batch(plan, batch_id), keys.prefix(plan)]
+        r = self._run("resuppress", k, [token, batch_id, payload, removed, version, retention_s])
+        refused = _fenced(r)
+        if refused is not None:
+            return refused
+        return Dropped(as_text(r[1]) or None) if as_text(r[0]) == "dropped" else Rewritten()
 
 
 def idle_answer(r: list[Any]) -> Idle:

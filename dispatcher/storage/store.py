@@ -64,6 +64,7 @@ class Store:
         *,
         send_at_ms: int | None = None,
         expire_at_ms: int | None = None,
+        suppression_version: int = 0,
     ) -> None:
         """Write the campaign, its batches and its lane entries in one MULTI/EXEC.
 
@@ -105,6 +106,8 @@ class Store:
             }  # fmt: skip
             if expire_at_ms is not None:
                 rec[Batch.EXP] = expire_at_ms
+            if suppression_version:
+                rec[Batch.SV] = suppression_version
             pipe.hset(keys.batch(plan, b.batch_id), mapping=rec)  # type: ignore[arg-type]
             ids.append(b.batch_id)
             if len(ids) >= _PIPELINE_BATCHES:

@@ -106,7 +106,7 @@ _NOT_FIELDS = {
     "ok", "lost", "moved", "go", "wait", "cooldown", "circuit", "unknown", "oversize",
     "accepted", "dead", "retry", "ratewait", "notfound", "lookup", "set", "lt", "1", "0",
     "batch ", " is in the lane but has no record", ":",
-    "already", "notpaused", "missing", "done", "#", ".", "^[^.]+", "orphaned", "|",
+    "already", "notpaused", "missing", "done", "#", ".", "^[^.]+", "orphaned", "|", "dropped",
     ":ok", ":orphaned",  # suffixes of the cb:<type>:<result> counters
 }  # fmt: skip
 
@@ -118,7 +118,7 @@ _KEY_PARTS = {
     "active": keys.active("p"), "pb:": keys.provider_batch("p", "x"),
     ":pb": keys.provider_batches("p", "x"), ":ctl": keys.campaign("p", "x") + ":ctl",
     ":dr": delivery_key("p", "x"), ":rs": keys.campaign("p", "x") + ":rs",
-    ":bs": keys.campaign("p", "x") + ":bs",
+    ":bs": keys.campaign("p", "x") + ":bs", "supv": keys.suppression_version("p"),
 }  # fmt: skip
 
 

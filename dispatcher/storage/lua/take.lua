@@ -27,14 +27,17 @@
 --                                  n is above the burst in force: split before it can ever
 --                                  be granted
 --   {"wait", wait_ms}              not enough tokens yet
---   {"go", payload, n, campaign, fails, waits, suspect, first_at_ms, then_suspect, next_id}
+--   {"go", payload, n, campaign, fails, waits, suspect, first_at_ms, then_suspect, next_id,
+--    recheck}
 --                                  tokens taken, batch marked in flight: POST it now.  When
 --                                  `suspect` is set (the batch is known to hold a refused
 --                                  recipient) no tokens are taken: the caller splits it.
 --                                  next_id is the batch after it, for commit.lua to take
 --                                  in the same round trip as this batch's outcome.
 --                                  first_at_ms is the batch's first attempt ("" for a
---                                  suspect batch that was never sent).
+--                                  suspect batch that was never sent).  recheck "1": a
+--                                  number opted out since the batch was checked (the plan's
+--                                  suppression version moved): filter it before the POST.
 --   The answers carry every batch field the sender needs, so it reads nothing else.
 --@include lib/clock.lua
 --@include lib/take.lua

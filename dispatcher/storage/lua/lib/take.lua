@@ -35,7 +35,7 @@ local function take_head(prefix, lease_key, lane_key, state_key, bucket_key, bat
   if st[7] then burst = tonumber(st[7]) end
 
   local b = redis.call('HMGET', batch_key, 'n', 'inflight', 'first_at', 'payload', 'campaign',
-    'fails', 'waits', 'suspect', 'then_suspect', 'ctl', 'exp')
+    'fails', 'waits', 'suspect', 'then_suspect', 'ctl', 'exp', 'sv')
   if not b[1] then
     return redis.error_reply('batch ' .. bid .. ' is in the lane but has no record')
   end
@@ -92,6 +92,8 @@ local function take_head(prefix, lease_key, lane_key, state_key, bucket_key, bat
   if not b[3] then
     redis.call('HSET', batch_key, 'first_at', now_ms)
   end
+  -- Someone opted out since this batch was checked: the sender checks it once more.
+  local recheck = (redis.call('GET', prefix .. 'supv') or '0') ~= (b[12] or '0') and '1' or ''
   return {'go', b[4], n, b[5], b[6] or '0', b[7] or '0', '', b[3] or now_ms, b[9] or '',
-      lane_head(lane_key, index + 1) or ''}
+      lane_head(lane_key, index + 1) or '', recheck}
 end
