@@ -164,6 +164,16 @@ class Settings:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     source: str = "<defaults>"
 
+    def __repr__(self) -> str:
+        """The URLs without their passwords: a Settings in a log line or a traceback's locals
+        must not show them (guarantee 6)."""
+        return (
+            f"Settings(redis_url={redacted_url(self.redis_url)!r}, "
+            f"broker_url={redacted_url(self.broker_url)!r}, metrics_port={self.metrics_port}, "
+            f"retention_days={self.retention_days}, plans={dict(self.plans)!r}, "
+            f"worker={self.worker!r}, source={self.source!r})"
+        )
+
     def plan(self, plan_id: str) -> PlanConfig:
         try:
             return self.plans[plan_id]
