@@ -229,12 +229,21 @@ class Settings:
                 bad(key, f"unknown key (expected one of: {', '.join(sorted(known_top))})")
 
         redis_url = env.get("DISPATCH_REDIS_URL") or data.get("redis_url", DEFAULT_REDIS_URL)
-        if not isinstance(redis_url, str) or not redis_url.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            bad("redis_url", "must be a redis:// or rediss:// or unix:// URL")
+        if not isinstance(redis_url, str) or not redis_url.startswith(_STATE_SCHEMES):
+            bad(
+                "redis_url",
+                "must be a redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// URL",
+            )
             redis_url = DEFAULT_REDIS_URL
-        broker_url = env.get("DISPATCH_BROKER_URL") or data.get("broker_url", redis_url)
+        explicit_broker = env.get("DISPATCH_BROKER_URL") or data.get("broker_url")
+        if redis_url.startswith(_CLUSTER_SCHEMES) and not explicit_broker:
+            # Celery cannot use a Redis Cluster as its broker (celery #2852).
+            bad(
+                "broker_url",
+                "required when redis_url is a Redis Cluster: Celery's broker cannot be a cluster; "
+                "set broker_url (or DISPATCH_BROKER_URL) to a plain Redis or amqp:// URL",
+            )
+        broker_url = explicit_broker or redis_url
         if not isinstance(broker_url, str) or "://" not in broker_url:
             bad("broker_url", "must be a broker URL such as redis://host:6379/0")
             broker_url = redis_url
@@ -269,6 +278,9 @@ class Settings:
             source=source,
         )
 
+
+_CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+_STATE_SCHEMES = ("redis://", "rediss://", "unix://", *_CLUSTER_SCHEMES)
 
 _PLAN_KEYS = {"region", "base_url", "token_env", "rate", "burst", "batch_size"}
 
@@ -385,6 +397,7 @@ def redacted_url(url: str) -> str:
     """A Redis or broker URL without its user, password and query (which may hold key files),
     for log lines and error messages (guarantee 6)."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    # The hosts as written: a cluster URL lists several host:port seeds, which urlsplit's
+    # .hostname/.port cannot parse.
+    hosts = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{hosts}{parts.path}"

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -29,6 +28,7 @@ from dispatcher.api import Dispatcher
 from dispatcher.config import Settings
 from dispatcher.devtools.localredis import LocalRedis
 from dispatcher.models import Campaign
+from dispatcher.storage.connect import connect
 from sinch_simulator import PlanSpec, Simulator
 
 
@@ -128,7 +128,7 @@ def run_demo(*, workers: int = 2, scale: float = 1.0) -> int:
                 f"{workers} Celery worker process(es)"
             )
             with workers_running(env, workers, Path(tmp) / "worker.log") as proc:
-                d = Dispatcher(Settings.load(cfg, env=env), redis.Redis.from_url(rds.url))
+                d = Dispatcher(Settings.load(cfg, env=env), connect(rds.url))
                 ids: dict[str, str] = {}
                 for i, p in enumerate(plans):
                     numbers = swedish_mobiles(p.recipients, seed=i)

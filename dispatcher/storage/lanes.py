@@ -26,7 +26,7 @@ class Lanes:
         pipe = self.r.pipeline(transaction=False)
         self.scripts.schedule(plan, due_in_ms, "set", pipe=pipe)
         pipe.lindex(keys.lane(plan), 0)
-        _, head = pipe.execute()
+        *_, head = pipe.execute()  # on a cluster the script ran already, outside the pipeline
         return as_text(head) if head is not None else None
 
     def release_and_schedule(self, plan: str, token: str, delay_ms: int) -> None:

@@ -8,6 +8,7 @@ callers (the facade, the exporter, the CLI) must not need to import ``redis``.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from dispatcher.sinch.limits import format_timestamp
 from dispatcher.sinch.payload import Body
 from dispatcher.storage import keys
 from dispatcher.storage.base import as_text, wraps_redis_errors
+from dispatcher.storage.connect import is_cluster
 from dispatcher.storage.fields import (
     SNAPSHOT_HEAD_AGE_MS,
     SNAPSHOT_STATE_PREFIX,
@@ -68,19 +70,38 @@ class Store:
         enqueues to the same plan) or, on any error, none is.
         """
         now_ms = self._now_ms()
-        total = sum(b.recipients for b in batches)
+        if is_cluster(self.r):
+            self._write_campaign_sharded(plan, campaign_id, record, batches, now_ms)
+            return
         pipe = self.r.pipeline(transaction=True)
         # WATCH (on a key nobody else writes) makes redis-py raise instead of running the whole
         # transaction again when the connection drops after EXEC went out: a client with
         # retries would otherwise queue every batch twice.
         pipe.watch(keys.campaign(plan, campaign_id))  # type: ignore[no-untyped-call]
         pipe.multi()
+        pipe.hset(keys.CAMPAIGNS, campaign_id, plan)
+        self._queue_campaign(pipe, plan, campaign_id, record, batches, now_ms)
+        pipe.sadd(keys.PLANS, plan)
+        # Score 0 with LT: due at once, whatever the plan was waiting for.
+        pipe.zadd(keys.DUE, {plan: 0}, lt=True)
+        self._execute_campaign(pipe, plan, campaign_id)
+
+    def _queue_campaign(
+        self,
+        pipe: Any,
+        plan: str,
+        campaign_id: str,
+        record: Mapping[str, str | int | float],
+        batches: Sequence[Body],
+        now_ms: int,
+    ) -> None:
+        """The campaign's writes in its plan's slot: record, batches, lane entries, counters."""
+        total = sum(b.recipients for b in batches)
         fields: dict[str, str | int | float] = {
             **record, Campaign.PLAN: plan, Campaign.CREATED_AT: now_ms, Campaign.SENT: 0,
             Campaign.DEAD_LETTERED: 0,
         }  # fmt: skip
-        pipe.hset(keys.campaign(plan, campaign_id), mapping=fields)  # type: ignore[arg-type]
-        pipe.hset(keys.CAMPAIGNS, campaign_id, plan)
+        pipe.hset(keys.campaign(plan, campaign_id), mapping=fields)
         lane = keys.lane(plan)
         ids: list[str] = []
         for b in batches:
@@ -101,18 +122,18 @@ class Store:
             pipe.rpush(lane, *ids)
         pipe.hincrby(keys.stats(plan), Stats.PENDING, total)
         pipe.hincrby(keys.stats(plan), Stats.ENQUEUED, total)
-        pipe.sadd(keys.PLANS, plan)
-        # Score 0 with LT: due at once, whatever the plan was waiting for.
-        pipe.zadd(keys.DUE, {plan: 0}, lt=True)
         if not batches:
             pipe.hset(keys.campaign(plan, campaign_id), Campaign.FINISHED_AT, now_ms)
             pipe.expire(keys.campaign(plan, campaign_id), self.retention_s)
+
+    def _execute_campaign(self, pipe: Any, plan: str, campaign_id: str) -> None:
         try:
             pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError, redis.WatchError) as exc:
-            # The reply was lost: the transaction ran entirely or not at all.  Ask which, so
-            # that a queued campaign is never reported as failed (and then enqueued again).
-            if self.r.hexists(keys.CAMPAIGNS, campaign_id):
+            # The reply was lost: the transaction ran entirely or not at all.  Ask which (the
+            # campaign's record is written by it, in its plan's slot), so that a queued
+            # campaign is never reported as failed (and then enqueued again).
+            if self.r.exists(keys.campaign(plan, campaign_id)):
                 return
             if isinstance(exc, redis.WatchError):
                 raise redis.ConnectionError(
@@ -120,6 +141,41 @@ class Store:
                     "nothing was queued"
                 ) from None
             raise
+
+    def _write_campaign_sharded(
+        self,
+        plan: str,
+        campaign_id: str,
+        record: Mapping[str, str | int | float],
+        batches: Sequence[Body],
+        now_ms: int,
+    ) -> None:
+        """On a Redis Cluster: the deployment-wide keys live in other slots than the plan's, so
+        one MULTI cannot hold them all.  The plan's writes stay one transaction (all batches in
+        the lane, contiguous, or none); the deployment-wide writes are idempotent and ordered
+        so that every failure looks to the user like "nothing was queued" or "queued":
+
+        1. the campaign index and the plan set, first: if the transaction then fails, the index
+           names a campaign whose record does not exist, which ``status`` reports as unknown,
+           exactly as if nothing had been written (the stale entry is removed, best effort);
+        2. the plan's transaction: from here on the campaign is queued;
+        3. the schedule: if this write is lost, the ticker's sweep (every ``sweep_s``) finds a
+           plan of the plan set with queued batches and no due time, and schedules it.
+        """
+        self.r.hset(keys.CAMPAIGNS, campaign_id, plan)
+        self.r.sadd(keys.PLANS, plan)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.watch(keys.campaign(plan, campaign_id))  # type: ignore[no-untyped-call]
+        pipe.multi()
+        self._queue_campaign(pipe, plan, campaign_id, record, batches, now_ms)
+        try:
+            self._execute_campaign(pipe, plan, campaign_id)
+        except redis.RedisError:
+            with contextlib.suppress(redis.RedisError):
+                self.r.hdel(keys.CAMPAIGNS, campaign_id)
+            raise
+        with contextlib.suppress(redis.RedisError):
+            self.r.zadd(keys.DUE, {plan: 0}, lt=True)
 
     def _now_ms(self) -> int:
         sec, usec = self.r.time()
@@ -195,9 +251,12 @@ class Store:
             pipe = self.r.pipeline(transaction=False)
             for p, h in heads.items():
                 pipe.hget(keys.batch(p, h), Batch.ENQ_AT)
-            pipe.time()
-            *enq, (sec, usec) = pipe.execute()
-            now_ms = int(sec) * 1000 + int(usec) // 1000
+            if is_cluster(self.r):  # a cluster pipeline refuses TIME (it has no one node)
+                enq, now_ms = pipe.execute(), self._now_ms()
+            else:
+                pipe.time()
+                *enq, (sec, usec) = pipe.execute()
+                now_ms = int(sec) * 1000 + int(usec) // 1000
             for (p, _), at in zip(heads.items(), enq, strict=True):
                 if at is not None:
                     snap[p][SNAPSHOT_HEAD_AGE_MS] = str(max(0, now_ms - int(at)))
@@ -206,7 +265,9 @@ class Store:
     @wraps_redis_errors
     def resume(self, plan: str) -> bool:
         """Close a plan's circuit (after the cause was fixed) and drain it at once."""
-        pipe = self.r.pipeline(transaction=True)
+        # Two slots on a cluster: no MULTI there; both writes are idempotent, and a lost
+        # schedule is restored by the ticker's sweep.
+        pipe = self.r.pipeline(transaction=not is_cluster(self.r))
         pipe.hdel(keys.state(plan), *State.CIRCUIT_FIELDS, State.COOLDOWN_UNTIL, State.PAUSED)
         pipe.zadd(keys.DUE, {plan: 0}, lt=True)
         removed, _ = pipe.execute()
