@@ -30,7 +30,7 @@ SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
 _SSL_PARAMS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_ca_path")
 
 
-class ClusterUnreachable(RedisUnavailable, redis.ConnectionError):
+class _ClusterUnreachable(RedisUnavailable, redis.ConnectionError):
     """No seed node of a cluster URL answered when the client was built.
 
     Both a :class:`DispatcherError` (for callers of the API) and a ``redis.ConnectionError``
@@ -90,7 +90,7 @@ def connect(url: str, **options: Any) -> redis.Redis:
     except (RedisClusterException, redis.RedisError) as exc:
         # The message names the failure only: redis-py's may hold the seeds' addresses, never
         # the password, but one rule for every URL error is simpler to keep.
-        raise ClusterUnreachable(
+        raise _ClusterUnreachable(
             f"cannot reach the Redis Cluster at any of its {len(nodes)} seed node(s) "
             f"({exc.__class__.__name__})"
         ) from None

@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from dispatcher.config import Settings, redacted_url
-from dispatcher.errors import ConfigError, DispatcherError
-from dispatcher.storage.connect import ClusterUnreachable, connect, is_cluster, seeds
+from dispatcher.errors import ConfigError, DispatcherError, RedisUnavailable
+from dispatcher.storage.connect import connect, is_cluster, seeds
 from tests.support.deploy import ROOT
 
 PLAN = '[plans.p]\nbase_url = "http://127.0.0.1:1"\ntoken_env = "T"\nrate = 5\n'
@@ -45,7 +45,7 @@ def test_an_unreachable_cluster_is_a_dispatcher_error_without_the_password() -> 
     from dispatcher.devtools.localredis import free_port
 
     url = f"redis+cluster://u:s3cr3t-pass@127.0.0.1:{free_port()}"
-    with pytest.raises(ClusterUnreachable) as exc:
+    with pytest.raises(RedisUnavailable) as exc:
         connect(url, socket_connect_timeout=1)
     assert isinstance(exc.value, DispatcherError) and isinstance(exc.value, redis.ConnectionError)
     assert "s3cr3t" not in str(exc.value) + repr(exc.value)
