@@ -41,14 +41,28 @@ def test_plain_urls_give_a_plain_client(redis_server: object) -> None:
     client.close()
 
 
-def test_an_unreachable_cluster_is_a_dispatcher_error_without_the_password() -> None:
+def test_an_unreachable_cluster_is_a_dispatcher_error_without_the_password(
+    tmp_path: Path,
+) -> None:
     from dispatcher.devtools.localredis import free_port
 
-    url = f"redis+cluster://u:s3cr3t-pass@127.0.0.1:{free_port()}"
+    port = free_port()
+    url = f"redis+cluster://u:s3cr3t-pass@127.0.0.1:{port}"
     with pytest.raises(RedisUnavailable) as exc:
         connect(url, socket_connect_timeout=1)
     assert isinstance(exc.value, DispatcherError) and isinstance(exc.value, redis.ConnectionError)
     assert "s3cr3t" not in str(exc.value) + repr(exc.value)
+    cfg = tmp_path / "d.toml"
+    cfg.write_text(f'redis_url = "{url}"\nbroker_url = "redis://127.0.0.1:{port}/0"\n' + PLAN)
+    out = subprocess.run(
+        [sys.executable, "-m", "dispatcher.cli", "plans"],
+        env={"DISPATCH_CONFIG": str(cfg), "PATH": "/usr/bin:/bin"},
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert f"cannot reach Redis at redis+cluster://127.0.0.1:{port}" in line, line
+    assert "s3cr3t" not in out.stdout + out.stderr
 
 
 def test_a_cluster_state_without_an_explicit_broker_is_one_config_line(tmp_path: Path) -> None:
