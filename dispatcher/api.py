@@ -34,6 +34,7 @@ from dispatcher.parallel import check_unique as check_unique_forked
 from dispatcher.sinch import payload
 from dispatcher.storage import fields
 from dispatcher.storage.campaigns import Campaigns
+from dispatcher.storage.connect import connect
 from dispatcher.storage.control import Control
 from dispatcher.storage.keys import new_id
 from dispatcher.storage.reports import Reports
@@ -59,7 +60,7 @@ class Dispatcher:
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
-        self.redis = client or redis.Redis.from_url(settings.redis_url)
+        self.redis = client or connect(settings.redis_url)
         self.store = Store(self.redis, retention_days=settings.retention_days)
         self._campaigns = Campaigns(self.redis)
         self.control = Control(self.redis, retention_s=self.store.retention_s)

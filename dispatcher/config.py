@@ -172,6 +172,16 @@ class Settings:
     callback_base_url: str | None = None  # the receiver's public address
     callback_secret: Secret | None = field(default=None, compare=False)  # DISPATCH_CALLBACK_SECRET
 
+    def __repr__(self) -> str:
+        """The URLs without their passwords: a Settings in a log line or a traceback's locals
+        must not show them (guarantee 6)."""
+        return (
+            f"Settings(redis_url={redacted_url(self.redis_url)!r}, "
+            f"broker_url={redacted_url(self.broker_url)!r}, metrics_port={self.metrics_port}, "
+            f"retention_days={self.retention_days}, plans={dict(self.plans)!r}, "
+            f"worker={self.worker!r}, source={self.source!r})"
+        )
+
     def plan(self, plan_id: str) -> PlanConfig:
         try:
             return self.plans[plan_id]
@@ -230,12 +240,21 @@ class Settings:
                 bad(key, f"unknown key (expected one of: {', '.join(sorted(known_top))})")
 
         redis_url = env.get("DISPATCH_REDIS_URL") or data.get("redis_url", DEFAULT_REDIS_URL)
-        if not isinstance(redis_url, str) or not redis_url.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            bad("redis_url", "must be a redis:// or rediss:// or unix:// URL")
+        if not isinstance(redis_url, str) or not redis_url.startswith(_STATE_SCHEMES):
+            bad(
+                "redis_url",
+                "must be a redis://, rediss://, unix://, redis+cluster:// or rediss+cluster:// URL",
+            )
             redis_url = DEFAULT_REDIS_URL
-        broker_url = env.get("DISPATCH_BROKER_URL") or data.get("broker_url", redis_url)
+        explicit_broker = env.get("DISPATCH_BROKER_URL") or data.get("broker_url")
+        if redis_url.startswith(_CLUSTER_SCHEMES) and not explicit_broker:
+            # Celery cannot use a Redis Cluster as its broker (celery #2852).
+            bad(
+                "broker_url",
+                "required when redis_url is a Redis Cluster: Celery's broker cannot be a cluster; "
+                "set broker_url (or DISPATCH_BROKER_URL) to a plain Redis or amqp:// URL",
+            )
+        broker_url = explicit_broker or redis_url
         if not isinstance(broker_url, str) or "://" not in broker_url:
             bad("broker_url", "must be a broker URL such as redis://host:6379/0")
             broker_url = redis_url
@@ -285,6 +304,9 @@ class Settings:
             callback_secret=Secret(secret_value) if secret_value else None,
         )
 
+
+_CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+_STATE_SCHEMES = ("redis://", "rediss://", "unix://", *_CLUSTER_SCHEMES)
 
 CALLBACK_SECRET_ENV = "DISPATCH_CALLBACK_SECRET"
 DELIVERY_REPORTS = ("none", "summary", "full", "per_recipient", "per_recipient_final")
@@ -430,6 +452,7 @@ def redacted_url(url: str) -> str:
     """A Redis or broker URL without its user, password and query (which may hold key files),
     for log lines and error messages (guarantee 6)."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    # The hosts as written: a cluster URL lists several host:port seeds, which urlsplit's
+    # .hostname/.port cannot parse.
+    hosts = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{hosts}{parts.path}"

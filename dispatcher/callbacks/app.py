@@ -15,14 +15,13 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import redis
-
 from dispatcher.callbacks.keywords import opt_action
 from dispatcher.callbacks.parse import Callback, parse
 from dispatcher.callbacks.tokens import split_path, verify
 from dispatcher.config import PlanConfig, Settings
 from dispatcher.errors import CallbackRejected, StorageError
 from dispatcher.models import DELIVERY_STATUSES
+from dispatcher.storage.connect import connect
 from dispatcher.storage.control import Control
 from dispatcher.storage.reports import Reports
 
@@ -40,7 +39,7 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 class Receiver:
     def __init__(self, settings: Settings, client: Any = None) -> None:
         self.settings = settings
-        self.client = client if client is not None else redis.Redis.from_url(settings.redis_url)
+        self.client = client if client is not None else connect(settings.redis_url)
         retention = int(settings.retention_days * 86400)
         self.reports = Reports(self.client, retention_s=retention)
         self.control = Control(self.client, retention_s=retention)

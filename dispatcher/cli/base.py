@@ -57,11 +57,14 @@ def handle_errors(fn: F) -> F:
 
 def open_dispatcher(config: str | None) -> Any:
     from dispatcher.api import Dispatcher
+    from dispatcher.config import Settings
 
-    d = Dispatcher.from_env(config)
+    # The URL is known before the client is built: a cluster client connects while it is
+    # built, and its error line must still name the (redacted) URL.
+    settings = Settings.load(config, require_tokens=False)
     ctx = click.get_current_context()
-    ctx.obj = {"redis_url": d.settings.redis_url}
-    return d
+    ctx.obj = {"redis_url": settings.redis_url}
+    return Dispatcher(settings)
 
 
 def print_json(data: Any) -> None:

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -30,6 +29,7 @@ from dispatcher.config import Settings
 from dispatcher.devtools.localredis import LocalRedis
 from dispatcher.errors import ControlError
 from dispatcher.models import Campaign
+from dispatcher.storage.connect import connect
 from sinch_simulator import PlanSpec, Simulator
 
 
@@ -129,7 +129,7 @@ def run_demo(*, workers: int = 2, scale: float = 1.0) -> int:
                 f"{workers} Celery worker process(es)"
             )
             with workers_running(env, workers, Path(tmp) / "worker.log") as proc:
-                d = Dispatcher(Settings.load(cfg, env=env), redis.Redis.from_url(rds.url))
+                d = Dispatcher(Settings.load(cfg, env=env), connect(rds.url))
                 ids: dict[str, str] = {}
                 for i, p in enumerate(plans):
                     numbers = swedish_mobiles(p.recipients, seed=i)

@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from dispatcher.config import Settings, redacted_url
 from dispatcher.errors import StorageError
+from dispatcher.storage.connect import connect
 from dispatcher.storage.fields import (
     SNAPSHOT_HEAD_AGE_MS,
     SNAPSHOT_PAUSED_CAMPAIGNS,
@@ -137,7 +138,7 @@ class DeploymentCollector(Collector):
         store_factory: Callable[[redis.Redis], Store] | None = None,
     ) -> None:
         self.settings = settings
-        self.client = client or redis.Redis.from_url(
+        self.client = client or connect(
             settings.redis_url,
             socket_timeout=5,
             socket_connect_timeout=3,

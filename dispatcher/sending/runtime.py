@@ -15,6 +15,7 @@ from dispatcher.config import Settings
 from dispatcher.sending.drain import Sender, Timing
 from dispatcher.sending.policy import Backoff
 from dispatcher.sinch.client import SinchClient
+from dispatcher.storage.connect import connect
 
 
 class Runtime:
@@ -30,7 +31,7 @@ class Runtime:
             with self._lock:
                 if self._pid != os.getpid() or self._sender is None:
                     w = self.settings.worker
-                    self._redis = redis.Redis.from_url(
+                    self._redis = connect(
                         self.settings.redis_url,
                         socket_timeout=w.redis_socket_timeout_s,
                         health_check_interval=30,

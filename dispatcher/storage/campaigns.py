@@ -18,6 +18,7 @@ from dispatcher.errors import NotFound
 from dispatcher.models import DELIVERY_STATUSES, CampaignState, CampaignStatus, PausedBy
 from dispatcher.storage import keys
 from dispatcher.storage.base import as_text, wraps_redis_errors
+from dispatcher.storage.connect import is_cluster
 from dispatcher.storage.fields import Campaign, State
 
 _COUNTS = (
@@ -92,8 +93,12 @@ class Campaigns:
         for p, c in wanted:
             pipe.hgetall(keys.campaign(p, c))
             pipe.hgetall(delivery_key(p, c))
-        pipe.time()
-        *raw, (sec, usec) = pipe.execute()
+        if is_cluster(self.r):  # a cluster pipeline refuses TIME (it has no one node)
+            raw = pipe.execute() if wanted else []
+            sec, usec = self.r.time()
+        else:
+            pipe.time()
+            *raw, (sec, usec) = pipe.execute()
         now_ms = int(sec) * 1000 + int(usec) // 1000
         plans = self._plans({p for p, _ in wanted}, rates)
         out: list[CampaignStatus] = []

@@ -19,6 +19,7 @@ import redis
 from dispatcher.models import AuditEntry
 from dispatcher.storage import keys
 from dispatcher.storage.base import as_text, wraps_redis_errors
+from dispatcher.storage.connect import is_cluster
 from dispatcher.storage.fields import State
 from dispatcher.storage.results import Control as ControlResult
 from dispatcher.storage.results import ControlAnswer
@@ -73,7 +74,7 @@ class Control:
     @wraps_redis_errors
     def pause_plan(self, plan: str, actor: str) -> bool:
         """True if the plan was running; its drain stops at its next batch."""
-        pipe = self.r.pipeline(transaction=True)
+        pipe = self.r.pipeline(transaction=not is_cluster(self.r))
         pipe.hsetnx(keys.state(plan), State.PAUSED, self._now_ms())
         pipe.hset(keys.state(plan), State.PAUSED_BY, actor)
         pipe.sadd(keys.PLANS, plan)
@@ -84,7 +85,7 @@ class Control:
     @wraps_redis_errors
     def resume_plan(self, plan: str, actor: str) -> bool:
         """Unpause the plan and close its circuit; True if it was paused or open."""
-        pipe = self.r.pipeline(transaction=True)
+        pipe = self.r.pipeline(transaction=not is_cluster(self.r))
         pipe.hdel(
             keys.state(plan), *State.CIRCUIT_FIELDS, State.COOLDOWN_UNTIL, State.PAUSED,
             State.PAUSED_BY,
@@ -96,8 +97,10 @@ class Control:
 
     @wraps_redis_errors
     def set_plan(self, plan: str, values: Mapping[str, float | int], actor: str) -> None:
-        """Runtime limits, already validated against the plan's config by the caller."""
-        pipe = self.r.pipeline(transaction=True)
+        """Runtime limits, already validated against the plan's config by the caller.  (On a
+        cluster the plan's state and the schedule are two slots: no MULTI, each write is
+        idempotent, and the ticker's sweep restores a lost schedule.)"""
+        pipe = self.r.pipeline(transaction=not is_cluster(self.r))
         pipe.hset(keys.state(plan), mapping={k: repr(v) for k, v in values.items()})
         pipe.sadd(keys.PLANS, plan)
         # Due at once: a drain that waits for tokens at the old rate looks again now.
@@ -107,7 +110,7 @@ class Control:
 
     @wraps_redis_errors
     def reset_plan(self, plan: str, actor: str) -> bool:
-        pipe = self.r.pipeline(transaction=True)
+        pipe = self.r.pipeline(transaction=not is_cluster(self.r))
         pipe.hdel(keys.state(plan), *State.RUNTIME_FIELDS)
         pipe.zadd(keys.DUE, {plan: 0}, lt=True)
         removed, _ = pipe.execute()

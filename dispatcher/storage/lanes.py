@@ -24,6 +24,9 @@ class Lanes:
         """Just after taking the lease: come due again in ``due_in_ms`` (in case this process
         dies; a live drain moves it), let due scheduled campaigns in and read the head, in one
         round trip."""
+        if not self.scripts.pipelines:  # a cluster: scripts cannot share a pipeline
+            self.scripts.schedule(plan, due_in_ms, "set")
+            return self.scripts.admit(plan)
         pipe = self.r.pipeline(transaction=False)
         self.scripts.schedule(plan, due_in_ms, "set", pipe=pipe)
         self.scripts.admit(plan, pipe=pipe)
@@ -40,12 +43,17 @@ class Lanes:
         """Nothing to send now (the lane is empty, or the plan is paused): leave the schedule,
         unless an enqueue or a resume raced in meanwhile; come due again when the next
         scheduled campaign is."""
-        pipe = self.r.pipeline(transaction=False)
-        self.scripts.release(plan, token, pipe=pipe)
-        pipe.zrem(keys.DUE, plan)
-        self.scripts.idle(plan, pipe=pipe)
-        *_, raw = pipe.execute()
-        idle = idle_answer(raw)
+        if self.scripts.pipelines:
+            pipe = self.r.pipeline(transaction=False)
+            self.scripts.release(plan, token, pipe=pipe)
+            pipe.zrem(keys.DUE, plan)
+            self.scripts.idle(plan, pipe=pipe)
+            *_, raw = pipe.execute()
+            idle = idle_answer(raw)
+        else:  # a cluster: the same steps in the same order, one by one
+            self.scripts.release(plan, token)
+            self.r.zrem(keys.DUE, plan)
+            idle = self.scripts.idle(plan)
         if idle.runnable and not idle.paused:
             self.r.zadd(keys.DUE, {plan: 0}, lt=True)
         elif idle.next_admit_ms is not None:

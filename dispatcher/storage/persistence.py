@@ -21,6 +21,8 @@ from typing import Literal
 
 import redis
 
+from dispatcher.storage.connect import is_cluster
+
 log = logging.getLogger("dispatcher.worker")
 
 
@@ -31,11 +33,21 @@ class Finding:
 
 
 def check(client: redis.Redis) -> list[Finding]:
-    """What is wrong with the state Redis for this dispatcher; empty when nothing is."""
+    """What is wrong with the state Redis for this dispatcher; empty when nothing is.
+
+    On a cluster every primary holds part of the state, so each is checked (its findings
+    name it); a replica is checked once it is promoted, when the worker checks again.
+    """
+    if is_cluster(client):
+        found: list[Finding] = []
+        for node in client.get_primaries():  # type: ignore[attr-defined]
+            conn = client.get_redis_connection(node)  # type: ignore[attr-defined]
+            found += [Finding(f.level, f"{node.name}: {f.message}") for f in check(conn)]
+        return found
     info = client.info()  # the default sections hold both memory and persistence: one call
     policy = str(info.get("maxmemory_policy", "noeviction"))
     limit = int(info.get("maxmemory", 0) or 0)
-    found: list[Finding] = []
+    found = []
     if policy != "noeviction":
         if limit > 0:
             found.append(

@@ -22,6 +22,7 @@ from redis.commands.core import Script
 
 from dispatcher.storage import keys
 from dispatcher.storage.base import as_text
+from dispatcher.storage.connect import is_cluster
 from dispatcher.storage.results import (
     Busy,
     Circuit,
@@ -150,8 +151,20 @@ class Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._by_name: dict[str, Script] = {n: client.register_script(source(n)) for n in _NAMES}
+        # redis-py's cluster pipeline refuses EVALSHA, and its keys span slots anyway: there a
+        # script given a pipeline runs at once, on its own node (callers never read its answer
+        # from the pipeline; see lanes.py).
+        self._pipelines_scripts = not is_cluster(client)
+
+    @property
+    def pipelines(self) -> bool:
+        """False on a cluster: a script given a pipeline runs at once and its pipeline answer
+        is missing, so a caller that reads an answer must call it on its own there."""
+        return self._pipelines_scripts
 
     def _run(self, name: str, k: list[str], a: list[Any], pipe: Pipeline | None = None) -> Any:
+        if pipe is not None and not self._pipelines_scripts:
+            pipe = None
         return self._by_name[name](keys=k, args=a, client=pipe)
 
     def bucket(

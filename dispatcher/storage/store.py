@@ -8,8 +8,10 @@ callers (the facade, the exporter, the CLI) must not need to import ``redis``.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +24,7 @@ from dispatcher.sinch.limits import format_timestamp
 from dispatcher.sinch.payload import Body
 from dispatcher.storage import keys
 from dispatcher.storage.base import as_text, wraps_redis_errors
+from dispatcher.storage.connect import is_cluster
 from dispatcher.storage.fields import (
     SNAPSHOT_HEAD_AGE_MS,
     SNAPSHOT_PAUSED_CAMPAIGNS,
@@ -45,6 +48,29 @@ def iso_ms(ms: str | bytes | int | None) -> str | None:
         return None
     assert ms is not None
     return format_timestamp(datetime.fromtimestamp(int(ms) / 1000, UTC))
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One campaign to write, with what decides where its batches go."""
+
+    plan: str
+    campaign_id: str
+    record: Mapping[str, str | int | float]
+    batches: Sequence[Body]
+    now_ms: int
+    send_at_ms: int | None
+    expire_at_ms: int | None
+    suppression_version: int
+
+    @property
+    def scheduled(self) -> bool:
+        return self.send_at_ms is not None and self.send_at_ms > self.now_ms
+
+    @property
+    def due_ms(self) -> int:
+        """0 (due at once, with LT whatever the plan waited for) or its send_at."""
+        return self.send_at_ms if self.scheduled and self.send_at_ms is not None else 0
 
 
 class Store:
@@ -75,40 +101,53 @@ class Store:
         earlier join first, so the lane's order is the order in which campaigns became due.
         """
         now_ms = self._now_ms()
-        scheduled = send_at_ms is not None and send_at_ms > now_ms
-        total = sum(b.recipients for b in batches)
+        w = _Write(plan, campaign_id, record, batches, now_ms, send_at_ms, expire_at_ms,
+                   suppression_version)  # fmt: skip
+        if is_cluster(self.r):
+            self._write_campaign_sharded(w)
+            return
         pipe = self.r.pipeline(transaction=True)
         # WATCH (on a key nobody else writes) makes redis-py raise instead of running the whole
         # transaction again when the connection drops after EXEC went out: a client with
         # retries would otherwise queue every batch twice.
         pipe.watch(keys.campaign(plan, campaign_id))  # type: ignore[no-untyped-call]
         pipe.multi()
+        pipe.hset(keys.CAMPAIGNS, campaign_id, plan)
+        self._queue_campaign(pipe, w)
+        pipe.sadd(keys.PLANS, plan)
+        pipe.zadd(keys.DUE, {plan: w.due_ms}, lt=True)
+        self._execute_campaign(pipe, plan, campaign_id)
+
+    def _queue_campaign(self, pipe: Any, w: _Write) -> None:
+        """The campaign's writes in its plan's slot: record, batches, lane entries (or its
+        held list, when scheduled), counters."""
+        plan, campaign_id, now_ms = w.plan, w.campaign_id, w.now_ms
+        total = sum(b.recipients for b in w.batches)
         fields: dict[str, str | int | float] = {
-            **record, Campaign.PLAN: plan, Campaign.CREATED_AT: now_ms, Campaign.SENT: 0,
+            **w.record, Campaign.PLAN: plan, Campaign.CREATED_AT: now_ms, Campaign.SENT: 0,
             Campaign.DEAD_LETTERED: 0,
         }  # fmt: skip
-        if send_at_ms is not None:
-            fields[Campaign.SEND_AT] = send_at_ms
-        if expire_at_ms is not None:
-            fields[Campaign.EXPIRE_AT] = expire_at_ms
-        if not scheduled:
+        if w.send_at_ms is not None:
+            fields[Campaign.SEND_AT] = w.send_at_ms
+        if w.expire_at_ms is not None:
+            fields[Campaign.EXPIRE_AT] = w.expire_at_ms
+        if not w.scheduled:
             fields[Campaign.ADMITTED_AT] = now_ms
             # Scheduled campaigns already due go first: they became due before this one.
             self.scripts.admit(plan, pipe=pipe)
-        pipe.hset(keys.campaign(plan, campaign_id), mapping=fields)  # type: ignore[arg-type]
-        pipe.hset(keys.CAMPAIGNS, campaign_id, plan)
-        lane = keys.held(plan, campaign_id) if scheduled else keys.lane(plan)
+        pipe.hset(keys.campaign(plan, campaign_id), mapping=fields)
+        lane = keys.held(plan, campaign_id) if w.scheduled else keys.lane(plan)
         ids: list[str] = []
-        for b in batches:
+        for b in w.batches:
             rec: dict[str, str | int | bytes] = {
                 Batch.N: b.recipients, Batch.PAYLOAD: b.payload, Batch.CAMPAIGN: campaign_id,
                 Batch.ENQ_AT: now_ms,
             }  # fmt: skip
-            if expire_at_ms is not None:
-                rec[Batch.EXP] = expire_at_ms
-            if suppression_version:
-                rec[Batch.SV] = suppression_version
-            pipe.hset(keys.batch(plan, b.batch_id), mapping=rec)  # type: ignore[arg-type]
+            if w.expire_at_ms is not None:
+                rec[Batch.EXP] = w.expire_at_ms
+            if w.suppression_version:
+                rec[Batch.SV] = w.suppression_version
+            pipe.hset(keys.batch(plan, b.batch_id), mapping=rec)
             ids.append(b.batch_id)
             if len(ids) >= _PIPELINE_BATCHES:
                 pipe.rpush(lane, *ids)
@@ -117,29 +156,25 @@ class Store:
             pipe.rpush(lane, *ids)
         pipe.hincrby(keys.stats(plan), Stats.PENDING, total)
         pipe.hincrby(keys.stats(plan), Stats.ENQUEUED, total)
-        suppressed = int(record.get(Campaign.SUPPRESSED, 0))
+        suppressed = int(w.record.get(Campaign.SUPPRESSED, 0))
         if suppressed:
             pipe.hincrby(keys.stats(plan), Stats.SUPPRESSED, suppressed)
-        pipe.sadd(keys.PLANS, plan)
-        if batches:
-            due_ms = send_at_ms if scheduled and send_at_ms is not None else now_ms
-            pipe.zadd(keys.active(plan), {campaign_id: due_ms})
-        if scheduled and batches:
-            assert send_at_ms is not None
-            pipe.zadd(keys.scheduled(plan), {campaign_id: send_at_ms})
-            pipe.zadd(keys.DUE, {plan: send_at_ms}, lt=True)
-        else:
-            # Score 0 with LT: due at once, whatever the plan was waiting for.
-            pipe.zadd(keys.DUE, {plan: 0}, lt=True)
-        if not batches:
+        if w.batches:
+            pipe.zadd(keys.active(plan), {campaign_id: w.due_ms or now_ms})
+        if w.scheduled and w.batches:
+            pipe.zadd(keys.scheduled(plan), {campaign_id: w.due_ms})
+        if not w.batches:
             pipe.hset(keys.campaign(plan, campaign_id), Campaign.FINISHED_AT, now_ms)
             pipe.expire(keys.campaign(plan, campaign_id), self.retention_s)
+
+    def _execute_campaign(self, pipe: Any, plan: str, campaign_id: str) -> None:
         try:
             pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError, redis.WatchError) as exc:
-            # The reply was lost: the transaction ran entirely or not at all.  Ask which, so
-            # that a queued campaign is never reported as failed (and then enqueued again).
-            if self.r.hexists(keys.CAMPAIGNS, campaign_id):
+            # The reply was lost: the transaction ran entirely or not at all.  Ask which (the
+            # campaign's record is written by it, in its plan's slot), so that a queued
+            # campaign is never reported as failed (and then enqueued again).
+            if self.r.exists(keys.campaign(plan, campaign_id)):
                 return
             if isinstance(exc, redis.WatchError):
                 raise redis.ConnectionError(
@@ -147,6 +182,35 @@ class Store:
                     "nothing was queued"
                 ) from None
             raise
+
+    def _write_campaign_sharded(self, w: _Write) -> None:
+        """On a Redis Cluster: the deployment-wide keys live in other slots than the plan's, so
+        one MULTI cannot hold them all.  The plan's writes stay one transaction (all batches in
+        the lane, contiguous, or none); the deployment-wide writes are idempotent and ordered
+        so that every failure looks to the user like "nothing was queued" or "queued":
+
+        1. the campaign index and the plan set, first: if the transaction then fails, the index
+           names a campaign whose record does not exist, which ``status`` reports as unknown,
+           exactly as if nothing had been written (the stale entry is removed, best effort);
+        2. the plan's transaction: from here on the campaign is queued;
+        3. the schedule: if this write is lost, the ticker's sweep (every ``sweep_s``) finds a
+           plan of the plan set with queued batches and no due time, and schedules it.
+        """
+        plan, campaign_id = w.plan, w.campaign_id
+        self.r.hset(keys.CAMPAIGNS, campaign_id, plan)
+        self.r.sadd(keys.PLANS, plan)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.watch(keys.campaign(plan, campaign_id))  # type: ignore[no-untyped-call]
+        pipe.multi()
+        self._queue_campaign(pipe, w)
+        try:
+            self._execute_campaign(pipe, plan, campaign_id)
+        except redis.RedisError:
+            with contextlib.suppress(redis.RedisError):
+                self.r.hdel(keys.CAMPAIGNS, campaign_id)
+            raise
+        with contextlib.suppress(redis.RedisError):
+            self.r.zadd(keys.DUE, {plan: w.due_ms}, lt=True)
 
     def _now_ms(self) -> int:
         sec, usec = self.r.time()
@@ -183,9 +247,12 @@ class Store:
             pipe = self.r.pipeline(transaction=False)
             for p, h in heads.items():
                 pipe.hget(keys.batch(p, h), Batch.ENQ_AT)
-            pipe.time()
-            *enq, (sec, usec) = pipe.execute()
-            now_ms = int(sec) * 1000 + int(usec) // 1000
+            if is_cluster(self.r):  # a cluster pipeline refuses TIME (it has no one node)
+                enq, now_ms = pipe.execute(), self._now_ms()
+            else:
+                pipe.time()
+                *enq, (sec, usec) = pipe.execute()
+                now_ms = int(sec) * 1000 + int(usec) // 1000
             for (p, _), at in zip(heads.items(), enq, strict=True):
                 if at is not None:
                     snap[p][SNAPSHOT_HEAD_AGE_MS] = str(max(0, now_ms - int(at)))

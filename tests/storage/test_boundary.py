@@ -102,7 +102,7 @@ def test_includes_resolve_once_each(name: str) -> None:
 # Quoted words in the scripts that are not field names: Redis arguments, reply tags and the
 # values ARGV may carry, and string formats.
 _NOT_FIELDS = {
-    "LT", "LIMIT", "PX", "-inf", "%.6f", "%.3f", "%d", "",
+    "LT", "LIMIT", "PX", "-inf", "%.6f", "%.3f", "%d", "%d.%s%06d", "",
     "ok", "lost", "moved", "go", "wait", "cooldown", "circuit", "unknown", "oversize",
     "accepted", "dead", "retry", "ratewait", "notfound", "lookup", "set", "lt", "1", "0",
     "batch ", " is in the lane but has no record", ":",

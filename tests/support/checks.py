@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import redis
@@ -97,12 +98,21 @@ def _s(v: object) -> str:
 
 
 def tokens_of(dep: Deployment) -> set[str]:
-    """Every secret of the deployment: plan tokens and the callback secret."""
-    return {
+    """The deployment's secrets: plan tokens, the callback secret, and the passwords in its Redis and broker URLs."""
+    found = {
         v
         for k, v in dep.env.items()
         if (k.endswith("_TOKEN") or k == "DISPATCH_CALLBACK_SECRET") and v
     }
+    urls = [
+        dep.redis_url,
+        dep.env.get("DISPATCH_REDIS_URL", ""),
+        dep.env.get("DISPATCH_BROKER_URL", ""),
+    ]
+    for p in {urlsplit(u).password for u in urls} - {None, ""}:
+        assert p is not None
+        found |= {p, unquote(p)}  # as written in the URL, and as sent to Redis
+    return found
 
 
 def redis_dump(r: redis.Redis) -> str:
