@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from dispatcher.config import Settings, redacted_url
 from dispatcher.errors import StorageError
+from dispatcher.models import DELIVERY_STATUSES
 from dispatcher.storage.connect import connect
 from dispatcher.storage.fields import (
     SNAPSHOT_HEAD_AGE_MS,
@@ -94,6 +95,10 @@ _COUNTERS: Mapping[str, tuple[str, str]] = {
         "Recipients not posted by their campaign's expire_at, so never posted.",
     ),
 }
+
+
+# Counted before a body is read, so under the type "unknown" (see callbacks/app.py).
+_CALLBACK_REFUSALS = {("unknown", "unauthorized"), ("unknown", "invalid")}
 
 
 def _int(value: str | None) -> int:
@@ -304,6 +309,8 @@ class DeploymentCollector(Collector):
             lookups.add_metric([plan_id, "found"], _int(fields.get(Stats.LOOKUPS_FOUND)))
             lookups.add_metric([plan_id, "missing"], _int(fields.get(Stats.LOOKUPS_MISSING)))
             lookups.add_metric([plan_id, "failed"], _int(fields.get(Stats.LOOKUPS_FAILED)))
+            reported: dict[str, int] = {}
+            received: dict[tuple[str, str], int] = {}
             by_response: dict[tuple[str, str], int] = {}
             by_code: dict[str, int] = {}
             for key, value in fields.items():
@@ -315,10 +322,16 @@ class DeploymentCollector(Collector):
                     c = _code(key[len(Stats.DLQ_PREFIX) :])
                     by_code[c] = by_code.get(c, 0) + _int(value)
                 elif key.startswith(Stats.DELIVERY_PREFIX):
-                    delivery.add_metric([plan_id, key[len(Stats.DELIVERY_PREFIX) :]], _int(value))
+                    reported[key[len(Stats.DELIVERY_PREFIX) :]] = _int(value)
                 elif key.startswith(Stats.CALLBACK_PREFIX):
                     kind, _, result = key[len(Stats.CALLBACK_PREFIX) :].partition(":")
-                    callbacks.add_metric([plan_id, kind, result], _int(value))
+                    received[(kind, result)] = _int(value)
+            # Every final status and both refusals from the start: a rate or a ratio over them
+            # is 0, not "no data", before the first report (and an alert can see it change).
+            for status in DELIVERY_STATUSES:
+                delivery.add_metric([plan_id, status], reported.get(status, 0))
+            for kind, result in sorted(received.keys() | _CALLBACK_REFUSALS):
+                callbacks.add_metric([plan_id, kind, result], received.get((kind, result), 0))
             for (status, code), n in sorted(by_response.items()):
                 responses.add_metric([plan_id, status, code], n)
             for code, n in sorted(by_code.items()):
