@@ -33,6 +33,7 @@ Standard library only.
 
 from sinch_simulator.faults import Faults
 from sinch_simulator.model import Arrival, PlanSpec, parse_plan
+from sinch_simulator.reporter import ReportSettings
 from sinch_simulator.rules import count_parts, normalize_msisdn
 from sinch_simulator.simulator import Simulator
 
@@ -40,6 +41,7 @@ __all__ = [
     "Arrival",
     "Faults",
     "PlanSpec",
+    "ReportSettings",
     "Simulator",
     "count_parts",
     "normalize_msisdn",

@@ -161,6 +161,9 @@ def _send(state: State, plan: Plan, headers: Headers, body: bytes, token_ok: boo
                     accepted,
                 )
             )
+    if accepted is not None and reply.batch_id is not None and request is not None:
+        state.reporter.accepted(plan_id, request.doc | {"client_reference": cref}, reply.batch_id,
+                                list(accepted))  # fmt: skip
     latency = state.faults.latency_ms
     if latency > 0:
         reply.delay = latency / 1000.0 * state.rng.uniform(0.5, 1.5)

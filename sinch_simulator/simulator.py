@@ -15,6 +15,7 @@ from typing import Any
 
 from sinch_simulator.faults import Faults
 from sinch_simulator.model import Arrival, PlanSpec, rate_text
+from sinch_simulator.reporter import ReportSettings
 from sinch_simulator.server import Server
 from sinch_simulator.state import State
 
@@ -45,6 +46,27 @@ class Simulator:
         self._httpd: Server | None = None
         self._thread: threading.Thread | None = None
         self._foreground = False
+
+    @property
+    def reports(self) -> ReportSettings:
+        """How the simulator reports deliveries to batches' callback URLs (mutable)."""
+        return self._state.reporter.settings
+
+    @reports.setter
+    def reports(self, value: ReportSettings) -> None:
+        self._state.reporter.settings = value
+
+    def report_tally(self, plan: str) -> dict[str, int]:
+        """Final statuses the simulator reported for ``plan``'s recipients (each once)."""
+        return dict(self._state.reporter.tally.get(plan, {}))
+
+    def reports_pending(self) -> int:
+        """Callbacks still to post (or to retry)."""
+        return self._state.reporter.pending()
+
+    def send_inbound(self, url: str, sender: str, body: str) -> None:
+        """Post an inbound mo_text (e.g. a STOP) to ``url``, as Sinch would."""
+        self._state.reporter.inbound(url, sender, body)
 
     @property
     def faults(self) -> Faults:

@@ -18,6 +18,7 @@ from typing import Any, Final
 from sinch_simulator.bucket import Bucket
 from sinch_simulator.faults import Faults
 from sinch_simulator.model import Arrival, PlanSpec
+from sinch_simulator.reporter import Reporter
 
 BASE_STATS: Final = (
     "requests",
@@ -73,6 +74,7 @@ class State:
         self.rate_tolerance_s = rate_tolerance_s
         self.keep_log = keep_log
         self.rng = random.Random(seed)
+        self.reporter = Reporter(random.Random(seed))
         self.lock = threading.Lock()
         self.plans: dict[str, Plan] = {}
         self.log: list[tuple[Arrival, tuple[str, ...] | None]] = []

@@ -47,12 +47,14 @@ def deploy(
         *,
         sim_rate_factor: float = 1.0,
         redis_url: str | None = None,
-        callbacks: bool = False,
+        callbacks: bool | str = False,
     ) -> Deployment:
+        """``callbacks``: True, or the receiver's base URL, for batches that ask for reports."""
         redis_url = redis_url or redis_server.url
         lines = [f'redis_url = "{redis_url}"', ""]
         if callbacks:  # every batch then carries its plan's callback URL (with its token)
-            lines.insert(1, 'callback_base_url = "https://hooks.example.com"')
+            base = callbacks if isinstance(callbacks, str) else "https://hooks.example.com"
+            lines.insert(1, f'callback_base_url = "{base}"')
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DISPATCH_", "PYTEST_"))}
         if callbacks:
             env["DISPATCH_CALLBACK_SECRET"] = "cb-secret-9a8b7c6d5e4f"
