@@ -23,6 +23,7 @@ MODULES = (
     "bench_dispatch",
     "bench_celery_baseline",
     "bench_enqueue",
+    "bench_callbacks",
     "bench_validation",
 )
 OPTIONAL = {"bench_validation"}
