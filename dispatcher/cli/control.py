@@ -68,7 +68,13 @@ def campaigns(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("campaign", "plan", "state", "recipients", "sent", "done %", "delivered %", "eta")
+    table = Table()
+    # The id is what an operator copies into the next command: never cut it.
+    table.add_column("campaign", no_wrap=True, min_width=19)
+    table.add_column("plan")
+    table.add_column("state", no_wrap=True)
+    for name in ("rcpts", "sent", "done%", "dlvd%", "eta"):
+        table.add_column(name, justify="right")
     for c in rows:
         finished = c.recipients - c.pending
         pct = f"{100 * finished / c.recipients:.0f}" if c.recipients else "-"
@@ -80,6 +86,9 @@ def campaigns(
             c.campaign_id, c.plan, state_text, str(c.recipients), str(c.sent), pct, dpct, eta
         )
     Console().print(table)
+    if rows:
+        Console().print("done% = sent, dead-lettered, canceled, expired or suppressed; dlvd% = "
+                        "delivered of sent, from delivery reports")  # fmt: skip
 
 
 @campaigns.command()
