@@ -200,3 +200,27 @@ def test_an_expired_campaign_ends_done_with_its_unsent_recipients_expired(
     assert s.expired > 0 and s.sent + s.expired == s.recipients == 300, s
     assert len(sim.accepted_recipients(PLAN)) == s.sent
     assert s.finished_at is not None
+
+
+@pytest.mark.slow
+def test_cancel_at_provider_deletes_the_accepted_batches_and_reports_each_answer(
+    deploy: Callable[..., Deployment], sim: Simulator, r: redis.Redis
+) -> None:
+    dep = deploy([(PLAN, 50, {"batch_size": 10})])
+    d = Dispatcher(dep.settings, r)
+    cid = d.enqueue(
+        Campaign(
+            plan=PLAN, sender="Acme", body="Hi", recipients=["+" + x for x in mobiles(200, seed=4)]
+        )
+    )
+    dep.start_worker(concurrency=1)
+    wait_until(lambda: d.status(cid).sent >= 60, 30, "some batches accepted")
+    out = dep.cli("campaigns", "cancel", cid, "--at-provider", "--json")
+    assert out.returncode == 0, out.stderr
+    st = json.loads(out.stdout)
+    accepted = {a.batch_id for a in sim.arrivals(PLAN) if a.status == 201}
+    answers = st["at_provider"]
+    assert {a["batch_id"] for a in answers} <= accepted and len(answers) >= 6
+    assert all(a["status"] == 200 for a in answers), answers
+    assert d.audit()[0].action == "campaign.cancel_at_provider"
+    assert "s3cr3t" not in out.stdout + out.stderr
