@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dispatcher import Campaign, ControlError, Dispatcher, NotFound
+from dispatcher.devtools.localredis import LocalRedis
 from dispatcher.storage import keys
 from sinch_simulator import Faults, Simulator
 from tests.support.checks import redis_dump
@@ -190,3 +191,22 @@ def test_control_metrics_follow_the_actions(
     ) == (0, 50, 0)
     out = dep.cli("audit", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)[0]["action"] == "plan.resume"
+
+
+def test_runtime_limits_pauses_and_the_audit_survive_a_redis_crash_with_aof(
+    deploy: Callable[..., Deployment],
+) -> None:
+    with LocalRedis(appendonly=True, appendfsync="always") as server:
+        dep = deploy([(PLAN, 50, {"batch_size": 10})], redis_url=server.url)
+        client = redis.Redis.from_url(server.url)
+        d = Dispatcher(dep.settings, client)
+        cid = _enqueue(d, 30)
+        d.set_plan(PLAN, rate=12, burst=20, actor="ops")
+        d.pause(cid, actor="ops")
+        server.crash()  # SIGKILL: only what the AOF holds comes back
+        server.start()
+        p = next(x for x in d.plans() if x.plan == PLAN)
+        assert (p.rate, p.burst, p.source) == (12, 20, "runtime")
+        assert d.status(cid).state == "paused"
+        assert [e.action for e in d.audit()][:2] == ["campaign.pause", "plan.set"]
+        client.close()
