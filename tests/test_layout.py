@@ -28,6 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "callbacks": {"config", "errors", "models", "storage"},
     "devtools": {
         "api",
+        "callbacks",
         "campaign",
         "config",
         "errors",

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +28,11 @@ from rich.table import Table
 
 from dispatcher.api import Dispatcher
 from dispatcher.config import Settings
-from dispatcher.devtools.localredis import LocalRedis
+from dispatcher.devtools.localredis import LocalRedis, free_port
 from dispatcher.errors import ControlError
 from dispatcher.models import Campaign
 from dispatcher.storage.connect import connect
-from sinch_simulator import PlanSpec, Simulator
+from sinch_simulator import PlanSpec, ReportSettings, Simulator
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,16 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         pass
 
 
-def write_config(path: Path, sim_url: str, plans: Sequence[DemoPlan], redis_url: str) -> None:
+def write_config(
+    path: Path,
+    sim_url: str,
+    plans: Sequence[DemoPlan],
+    redis_url: str,
+    callback_base_url: str | None = None,
+) -> None:
     lines = [f'redis_url = "{redis_url}"', ""]
+    if callback_base_url:
+        lines.insert(1, f'callback_base_url = "{callback_base_url}"')
     for p in plans:
         env = p.plan.upper().replace("-", "_") + "_TOKEN"
         lines += [
@@ -110,7 +120,8 @@ def token_env(plans: Sequence[DemoPlan]) -> dict[str, str]:
 
 
 def run_demo(*, workers: int = 2, scale: float = 1.0) -> int:
-    console = Console()
+    # Piped (a CI log, `| tee`): rich would assume 80 columns and cut the summary's cells.
+    console = Console() if sys.stdout.isatty() else Console(width=120)
     plans = [DemoPlan(p.plan, p.rate, max(1, int(p.recipients * scale)), p.body) for p in PLANS]
     tokens = token_env(plans)
     with tempfile.TemporaryDirectory(prefix="dispatcher-demo-") as tmp, LocalRedis() as rds:
@@ -118,11 +129,14 @@ def run_demo(*, workers: int = 2, scale: float = 1.0) -> int:
             PlanSpec(p.plan, tokens[p.plan.upper().replace("-", "_") + "_TOKEN"], p.rate)
             for p in plans
         ]
-        with Simulator(specs) as sim:
+        with Simulator(specs) as sim, receiving() as (hooks_url, start_receiver):
+            # Sinch reports what happened to each message; the demo's receiver counts it.
+            sim.reports = ReportSettings(mix=_MIX, delay_s=0.3, retry_base_s=0.5)
             cfg = Path(tmp) / "dispatch.toml"
-            write_config(cfg, sim.url, plans, rds.url)
+            write_config(cfg, sim.url, plans, rds.url, hooks_url)
             # One worker host here: no per-host metrics server needed (and 9809 may be taken).
             env = {**os.environ, **tokens, "DISPATCH_CONFIG": str(cfg)}
+            env["DISPATCH_CALLBACK_SECRET"] = secrets.token_hex(16)
             env["DISPATCH_WORKER_METRICS_PORT"] = "0"
             console.print(
                 f"[bold]dispatcher demo[/]: Redis {rds.url}, simulator {sim.url}, "
@@ -130,6 +144,7 @@ def run_demo(*, workers: int = 2, scale: float = 1.0) -> int:
             )
             with workers_running(env, workers, Path(tmp) / "worker.log") as proc:
                 d = Dispatcher(Settings.load(cfg, env=env), connect(rds.url))
+                start_receiver(d)
                 ids: dict[str, str] = {}
                 for i, p in enumerate(plans):
                     numbers = swedish_mobiles(p.recipients, seed=i)
@@ -160,6 +175,11 @@ def run_demo(*, workers: int = 2, scale: float = 1.0) -> int:
                         live.update(run.progress())
                         time.sleep(0.125)
                     live.update(run.progress())
+                # The last reports arrive a moment after the last batch.
+                deadline = time.monotonic() + 10
+                while sim.reports_pending() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                time.sleep(0.3)
                 console.print(run.summary())
                 d.close()
     console.print("all processes stopped; nothing left behind.")
@@ -247,7 +267,20 @@ def _summary(run: _Run) -> Table:
     table = Table(
         title="summary, checked against the simulator's own log (mean/s leaves out a pause)"
     )
-    for col in ("plan", "limit", "sent", "DLQ", "secs", "mean/s", "of limit", "FIFO", "dups"):
+    table.add_column("plan", no_wrap=True)
+    # dlvd / fail: final statuses from the delivery reports (fail: failed, expired, ...).
+    for col in (
+        "limit",
+        "sent",
+        "DLQ",
+        "secs",
+        "mean/s",
+        "of limit",
+        "FIFO",
+        "dups",
+        "dlvd",
+        "fail",
+    ):
         table.add_column(col)
     for p in plans:
         st = d.status(ids[p.plan])
@@ -269,5 +302,44 @@ def _summary(run: _Run) -> Table:
             p.plan, f"{p.rate:g}", str(st.sent), str(st.dead_lettered),
             f"{finished.get(p.plan, 0):.1f}", *rate_cells,
             "yes" if order_ok else "[red]NO[/]", str(len(got) - len(set(got))),
+            str(st.delivery.get("delivered", 0)),
+            str(sum(n for k, n in st.delivery.items() if k != "delivered")),
         )  # fmt: skip
     return table
+
+
+# What the demo's simulator reports for each message, as a real network might.
+_MIX = {"Delivered": 0.95, "Failed": 0.03, "Expired": 0.02}
+
+
+@contextmanager
+def receiving() -> Iterator[tuple[str, Callable[[Dispatcher], None]]]:
+    """The callback receiver on a free local port: (its base URL, start(dispatcher))."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from dispatcher.callbacks import make_wsgi_app
+
+    class _Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    class _Threaded(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    port = free_port()
+    servers: list[WSGIServer] = []
+
+    def start(d: Dispatcher) -> None:
+        server = make_server(
+            "127.0.0.1", port, make_wsgi_app(d.settings, d.redis), _Threaded, _Quiet
+        )
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    try:
+        yield f"http://127.0.0.1:{port}", start
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
