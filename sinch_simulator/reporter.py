@@ -44,6 +44,7 @@ class Reporter:
         self._seq = 0
         self._cv = threading.Condition()
         self._stop = False
+        self._posting = 0
         self._thread = threading.Thread(target=self._run, name="sim-reporter", daemon=True)
         self._thread.start()
 
@@ -54,8 +55,9 @@ class Reporter:
         self._thread.join(timeout=5)
 
     def pending(self) -> int:
+        """Callbacks not yet answered 2xx (queued, being posted, or waiting for a retry)."""
         with self._cv:
-            return len(self._heap)
+            return len(self._heap) + self._posting
 
     # ------------------------------------------------------------ what to send
     def accepted(self, plan: str, doc: dict[str, Any], batch_id: str, to: list[str]) -> None:
@@ -115,6 +117,7 @@ class Reporter:
                 if self._stop:
                     return
                 _, _, url, raw, tries = heapq.heappop(self._heap)
+                self._posting += 1
             if self._post(url, raw):
                 self.delivered_posts += 1
             elif tries + 1 < self.settings.max_tries:
@@ -123,6 +126,8 @@ class Reporter:
                 self._push(time.monotonic() + delay, url, raw, tries + 1)
             else:
                 self.failed_posts += 1
+            with self._cv:
+                self._posting -= 1
 
     @staticmethod
     def _post(url: str, raw: bytes) -> bool:
