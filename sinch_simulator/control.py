@@ -30,6 +30,7 @@ def serve(
         "faults": ("GET", "POST"),
         "reset": ("POST",),
         "plans": ("GET", "POST"),
+        "inbound": ("POST",),
     }
     if route not in routes:
         return Reply(404)
@@ -59,6 +60,14 @@ def serve(
         return error(400, "syntax_invalid_json", f"invalid JSON: {exc}")
     if not isinstance(payload, dict):
         return error(400, "syntax_invalid_json", "expected a JSON object")
+    if route == "inbound":
+        url, sender = payload.get("url"), payload.get("from")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            return error(400, "syntax_constraint_violation", "url: an http(s) callback URL")
+        if not isinstance(sender, str) or not sender:
+            return error(400, "syntax_constraint_violation", "from: the sender's number")
+        state.reporter.inbound(url, sender, str(payload.get("body") or ""))
+        return ok({"queued": True})
     if route == "faults":
         try:
             state.faults.update(**payload)

@@ -278,3 +278,24 @@ def test_the_receiver_mounts_as_asgi(redis_server: LocalRedis, r: redis.Redis) -
         module._default = None
     assert sent[0]["status"] == 200
     assert r.sismember(f"dsp:{{{PLAN}}}:suppressed", "46701234567")
+
+
+def test_the_simulator_posts_an_inbound_stop_to_the_receiver(
+    receiver: tuple[str, Dispatcher], sim: object
+) -> None:
+    from sinch_simulator import Simulator
+
+    assert isinstance(sim, Simulator)
+    base, d = receiver
+    url = f"{base}/callbacks/{PLAN}/{plan_token(SECRET, PLAN)}"
+    resp = httpx.post(
+        f"{sim.url}/_sim/inbound", json={"url": url, "from": "+46701234599", "body": "STOP!"}
+    )
+    assert resp.status_code == 200, resp.text
+    assert httpx.post(f"{sim.url}/_sim/inbound", json={"url": "x"}).status_code == 400
+    import time
+
+    deadline = time.monotonic() + 5
+    while "46701234599" not in d.suppressed(PLAN) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert d.suppressed(PLAN) == ["46701234599"]
