@@ -70,11 +70,21 @@ def pyrate(pool: redis.ConnectionPool) -> Callable[[int], bool]:
     r = redis.Redis(connection_pool=pool)
     bucket = RedisBucket.init([Rate(HUGE, Duration.SECOND)], r, "pyrate-bench")
     limiter = Limiter(bucket)
+    # Its leaker thread would go on using the pool after the slice, and fail once it is gone.
+    _closers.append(limiter.close)
 
     def acquire(cost: int) -> bool:
         return bool(limiter.try_acquire("bench", weight=cost, blocking=False))
 
     return acquire
+
+
+_closers: list[Callable[[], None]] = []
+
+
+def close_limiters() -> None:
+    while _closers:
+        _closers.pop()()
 
 
 Make = Callable[[redis.ConnectionPool], Callable[[int], bool]]
@@ -105,6 +115,7 @@ def work(server: LocalRedis, make: Make, cost: int, n: int = 2000) -> Work:
     trips = Counting.round_trips
     stats: dict[str, Any] = admin.info("commandstats")
     key_bytes = sum(int(admin.memory_usage(k, samples=0) or 0) for k in admin.scan_iter())
+    close_limiters()
     admin.close()
     pool.disconnect()
     cmds = sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_config")
@@ -142,6 +153,7 @@ def timed_round(
             spent[i] += time.perf_counter() - t
             counts[i] += BLOCK
         turn += 1
+    close_limiters()
     for pool in pools:
         pool.disconnect()
     admin.close()
@@ -173,6 +185,7 @@ def run(quick: bool = False) -> str:
                 probe = redis.ConnectionPool.from_url(server.url)
                 try:
                     make(probe)
+                    close_limiters()
                     live.append((name, make))
                 except ImportError as exc:
                     rows.append([f"{name} (not installed: {exc.name})", cost, *["-"] * 7])
