@@ -269,3 +269,11 @@ def test_take_script_grants_within_the_envelope(r: redis.Redis, rate: float, bur
     # Under a backlog the bucket is never left idle: the mean rate is the limit.
     span_s = (grants[-1][0] - grants[0][0]) / 1e6
     assert (200 * n - burst) / span_s >= 0.97 * rate
+
+
+def test_scripts_survive_a_flushed_script_cache(r: redis.Redis) -> None:
+    """Scripts are called by SHA; after SCRIPT FLUSH (or a restarted server) they load again."""
+    key = fresh_key()
+    assert call(r, key, 10, 10, 1, T0)[0] == 1
+    r.script_flush()
+    assert call(r, key, 10, 10, 1, T0) == (1, 0, 8000)
