@@ -55,6 +55,12 @@ def normalize_msisdn(raw: str) -> str | None:
 
     Returns the digits the API would echo back, or None when the value is not an MSISDN.
     """
+    # Clean numbers first (every request of a benchmark, 1,000 per batch): without an ignored
+    # character, the rule below changes nothing but the prefix.  Any other value, digits
+    # after the prefix or not, takes the whole rule.
+    s = raw[1:] if raw[:1] == "+" else raw[2:] if raw[:2] == "00" else raw
+    if 1 <= len(s) <= 15 and s.isascii() and s.isdigit():
+        return s
     s = raw.translate(_MSISDN_IGNORED)
     if s.startswith("+"):
         s = s[1:]

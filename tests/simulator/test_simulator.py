@@ -936,3 +936,21 @@ def test_dispatcher_simulator_help_is_the_simulator_parser() -> None:
                  "--illegal", "--rate-tolerance", "--error-statuses", "--plan-error",
                  "--throttle", "--retry-after-date", "--seed"):  # fmt: skip
         assert flag in options["dispatcher simulator"], flag
+
+
+def _msisdn_rule(raw: str) -> str | None:
+    """The rule as seed 003 states it, step by step (the simulator has a shortcut)."""
+    s = "".join(ch for ch in raw if ch not in " \t-()[]")
+    if s.startswith("+"):
+        s = s[1:]
+    elif s.startswith("00"):
+        s = s[2:]
+    return s if 1 <= len(s) <= 15 and s.isascii() and s.isdigit() else None
+
+
+@given(
+    st.text(alphabet=st.sampled_from("+0012345 -()[]\t٣x"), max_size=20)
+    | st.from_regex(r"\+?(00)?[0-9]{0,17}", fullmatch=True)
+)
+def test_normalize_msisdn_agrees_with_the_rule(raw: str) -> None:
+    assert normalize_msisdn(raw) == _msisdn_rule(raw)

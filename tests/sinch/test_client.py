@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dispatcher.config import PlanConfig, Secret
 from dispatcher.errors import LookupFailed
@@ -25,6 +27,7 @@ from dispatcher.sending.policy import Action, decide
 from dispatcher.sinch.client import (
     ProviderResponse,
     SinchClient,
+    batch_id_of,
     parse_error_body,
     parse_retry_after,
 )
@@ -321,3 +324,29 @@ def test_lookup_failures_raise_without_secrets(tiny: str, client: SinchClient) -
     with pytest.raises(LookupFailed) as info:
         client.find_batch(plan_at(f"http://127.0.0.1:{port}"), "ref", since)
     assert TOKEN not in str(info.value)
+
+
+_docs = st.dictionaries(
+    st.sampled_from(["id", "to", "from", "body", "client_reference"]),
+    st.one_of(st.text(max_size=12), st.lists(st.text(max_size=5), max_size=3), st.none()),
+    max_size=5,
+)
+
+
+@given(doc=_docs, id_first=st.booleans(), compact=st.booleans())
+def test_batch_id_of_agrees_with_a_full_parse(
+    doc: dict[str, Any], id_first: bool, compact: bool
+) -> None:
+    """The fast path (a body starting with the id) answers what parsing the body would."""
+    if id_first and "id" in doc:
+        doc = {"id": doc["id"], **{k: v for k, v in doc.items() if k != "id"}}
+    body = json.dumps(doc, separators=(",", ":") if compact else None, ensure_ascii=False)
+    raw = body.encode()
+    want = doc.get("id")
+    assert batch_id_of(raw) == (str(want or "") or None)
+
+
+def test_batch_id_of_a_body_that_is_not_an_object() -> None:
+    assert batch_id_of(b"[1, 2]") is None
+    assert batch_id_of(b"not json") is None
+    assert batch_id_of(b"") is None

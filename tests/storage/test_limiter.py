@@ -34,8 +34,9 @@ class Model:
 
     Starts full; refills ``rate`` tokens per second up to ``burst``; grants ``cost`` when
     ``cost`` tokens are there; a clock that goes back counts as no time passing; a cost above
-    ``burst`` is never granted and answers wait -1.  Stored state is what Redis keeps: tokens
-    with six decimals, the time of the last grant in whole microseconds.
+    ``burst`` is never granted and answers wait -1.  Stored state is what Redis keeps: the
+    tokens as the exact double (written with 17 significant digits), the time of the last grant
+    in whole microseconds.
     """
 
     rate: float
@@ -55,7 +56,7 @@ class Model:
             return 0, -1, math.floor(tokens * 1000)
         if tokens >= cost:
             tokens -= cost
-            self.tokens = float(f"{tokens:.6f}")
+            self.tokens = tokens
             self.ts = now
             return 1, 0, math.floor(tokens * 1000)
         return 0, math.ceil((cost - tokens) * 1000 / self.rate), math.floor(tokens * 1000)
@@ -134,7 +135,7 @@ def test_script_agrees_with_model_and_grants_fit_the_envelope(
             assert got[1] == -1
         else:
             assert got[1] > 0
-    # Six-decimal storage may round up by 5e-7 tokens per grant; nothing else is allowed.
+    # Tokens are stored exactly; the bound leaves room for float rounding alone.
     assert envelope_excess(grants, rate, burst) <= 1e-6 * (len(grants) + 1)
 
 
@@ -268,3 +269,11 @@ def test_take_script_grants_within_the_envelope(r: redis.Redis, rate: float, bur
     # Under a backlog the bucket is never left idle: the mean rate is the limit.
     span_s = (grants[-1][0] - grants[0][0]) / 1e6
     assert (200 * n - burst) / span_s >= 0.97 * rate
+
+
+def test_scripts_survive_a_flushed_script_cache(r: redis.Redis) -> None:
+    """Scripts are called by SHA; after SCRIPT FLUSH (or a restarted server) they load again."""
+    key = fresh_key()
+    assert call(r, key, 10, 10, 1, T0)[0] == 1
+    r.script_flush()
+    assert call(r, key, 10, 10, 1, T0) == (1, 0, 8000)

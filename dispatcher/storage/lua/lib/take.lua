@@ -81,12 +81,12 @@ local function take_head(prefix, lease_key, lane_key, state_key, bucket_key, bat
   local eff = tonumber(st[4]) or rate
   if eff > rate then eff = rate end
 
-  local r = bucket_take(bucket_key, eff, burst, n, now_us, true)
-  if r[1] == 0 then
-    if r[2] < 0 then
+  local granted, wait_ms = bucket_take(bucket_key, eff, burst, n, now_us, true)
+  if granted == 0 then
+    if wait_ms < 0 then
       return {'oversize', n, b[4], tostring(burst), st[8] or ''}
     end
-    return {'wait', r[2]}
+    return {'wait', wait_ms}
   end
   redis.call('HSET', batch_key, 'inflight', now_ms, 'last_at', now_ms)
   if not b[3] then
