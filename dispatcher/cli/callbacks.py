@@ -48,20 +48,10 @@ def callbacks(port: int, host: str, print_urls: bool, config: str | None, as_jso
             for row in rows:
                 click.echo(f"{row['plan']}  {row['url']}")
         return
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
     from dispatcher.callbacks import make_wsgi_app
+    from dispatcher.callbacks.server import make_server
 
-    class _Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # the path holds the plan's token: never log it
-
-    class _Threaded(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
-
-    app = make_wsgi_app(d.settings, d.redis)
-    server = make_server(host, port, app, server_class=_Threaded, handler_class=_Quiet)
+    server = make_server(host, port, make_wsgi_app(d.settings, d.redis))
     click.echo(f"dispatcher callbacks: listening on http://{host}:{server.server_port}", err=True)
     try:
         server.serve_forever()

@@ -5,10 +5,7 @@ answered 2xx, and STOP/START maintaining the suppression list that enqueue appli
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import httpx
 import pytest
@@ -20,6 +17,7 @@ from dispatcher import Campaign, Dispatcher, Settings
 from dispatcher.callbacks import make_wsgi_app
 from dispatcher.callbacks.app import Receiver
 from dispatcher.callbacks.keywords import START, STOP, opt_action
+from dispatcher.callbacks.server import make_server, serve_in_thread
 from dispatcher.callbacks.tokens import plan_token
 from dispatcher.devtools.localredis import LocalRedis, free_port
 from dispatcher.storage import keys
@@ -40,20 +38,12 @@ def _settings(redis_url: str, **plan: object) -> Settings:
     )
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class _Threaded(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
 @pytest.fixture
 def receiver(redis_server: LocalRedis, r: redis.Redis) -> Iterator[tuple[str, Dispatcher]]:
     cfg = _settings(redis_server.url, halt_failure_ratio=0.5, halt_min_reports=4)
-    server = make_server("127.0.0.1", 0, make_wsgi_app(cfg, r), _Threaded, _Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # The server `dispatcher callbacks` runs.
+    server = make_server("127.0.0.1", 0, make_wsgi_app(cfg, r))
+    serve_in_thread(server)
     yield f"http://127.0.0.1:{server.server_port}", Dispatcher(cfg, r)
     server.shutdown()
     server.server_close()
