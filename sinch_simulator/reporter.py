@@ -4,21 +4,22 @@ A batch that asks for reports (``delivery_report`` not ``none``, a ``callback_ur
 after ``delay_s``: one ``delivery_report_sms`` per batch (``summary``, ``full``) or one
 ``recipient_delivery_report_sms`` per recipient (``per_recipient``, ``per_recipient_final``).
 Each recipient's status is drawn from ``mix``; ``repeat_ratio`` of the callbacks are sent twice
-(a retry Sinch made), at a random later time, so some arrive out of order.  A non-2xx answer or
-no answer is retried on Sinch's doubling schedule (API.md 4.7), from ``retry_base_s`` (5 s at
-Sinch; shortened for tests).  ``tally`` is the simulator's own count of what it reported, the
-oracle the dispatcher's delivery counts are checked against.
+(a retry Sinch made), at a random later time, so some arrive out of order.  A 5xx, a 429 or no
+answer is retried on Sinch's doubling schedule (API.md 4.7), from ``retry_base_s`` (5 s at
+Sinch; shortened for tests); a 429 also slows the posting down; any other 4xx is not
+retried.  ``tally`` is the simulator's own count of what it reported, the oracle the
+dispatcher's delivery counts are checked against.
 """
 
 from __future__ import annotations
 
 import heapq
+import http.client
 import json
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,9 @@ class ReportSettings:
     repeat_ratio: float = 0.0
     retry_base_s: float = 5.0
     max_tries: int = 15  # Sinch: the last try ~22 h 45 min after the first failure
+    # After a 429 the reporter waits this long between posts, doubled by each further 429 and
+    # halved by each 2xx (Sinch "lowers its callback throughput"; by how much is not said).
+    slowdown_s: float = 0.05
 
 
 class Reporter:
@@ -39,7 +43,12 @@ class Reporter:
         self.rng = rng
         self.tally: dict[str, Counter[str]] = {}  # plan -> final status -> recipients
         self.delivered_posts = 0
-        self.failed_posts = 0
+        self.failed_posts = 0  # given up after max_tries
+        self.refused_posts = 0  # answered 4xx other than 429: Sinch does not retry those
+        self.throttled_posts = 0  # answered 429: retried, and the posting slowed down
+        self._gap_s = 0.0  # the current pause between posts, after 429s
+        self._resume_at = 0.0  # no post before this (monotonic)
+        self._conns: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
         self._heap: list[tuple[float, int, str, bytes, int]] = []
         self._seq = 0
         self._cv = threading.Condition()
@@ -111,16 +120,26 @@ class Reporter:
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._stop and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                while not self._stop:
+                    now = time.monotonic()
+                    if self._heap and self._heap[0][0] <= now and self._resume_at <= now:
+                        break
+                    wait = max(self._heap[0][0], self._resume_at) - now if self._heap else None
                     self._cv.wait(timeout=wait)
                 if self._stop:
                     return
                 _, _, url, raw, tries = heapq.heappop(self._heap)
                 self._posting += 1
-            if self._post(url, raw):
+            status = self._post(url, raw)
+            if 200 <= status < 300:
                 self.delivered_posts += 1
+                self._gap_s = self._gap_s / 2 if self._gap_s > 0.001 else 0.0
+            elif 400 <= status < 500 and status != 429:
+                self.refused_posts += 1
             elif tries + 1 < self.settings.max_tries:
+                if status == 429:
+                    self.throttled_posts += 1
+                    self._gap_s = max(self.settings.slowdown_s, 2 * self._gap_s)
                 # 5 s, 10, 20, 40 ... after the failure (API.md 4.7), scaled by retry_base_s.
                 delay = self.settings.retry_base_s * 2**tries
                 self._push(time.monotonic() + delay, url, raw, tries + 1)
@@ -128,17 +147,42 @@ class Reporter:
                 self.failed_posts += 1
             with self._cv:
                 self._posting -= 1
+                self._resume_at = time.monotonic() + self._gap_s
 
-    @staticmethod
-    def _post(url: str, raw: bytes) -> bool:
-        req = urllib.request.Request(
-            url, data=raw, method="POST", headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                return bool(200 <= resp.status < 300)
-        except (urllib.error.URLError, OSError):
-            return False
+    def _post(self, url: str, raw: bytes) -> int:
+        """The answer's status, or 0 for no answer.  Connections are kept alive per receiver,
+        as a provider posting thousands of callbacks keeps them; one the receiver closed while
+        idle is opened again once."""
+        parts = urllib.parse.urlsplit(url)
+        scheme, host = parts.scheme, parts.hostname or ""
+        port = parts.port or (443 if scheme == "https" else 80)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        key = (scheme, host, port)
+        for attempt in (0, 1):
+            conn = self._conns.get(key)
+            fresh = conn is None
+            if conn is None:
+                cls = (
+                    http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+                )
+                conn = self._conns[key] = cls(host, port, timeout=5)
+            try:
+                conn.request("POST", path, raw, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.will_close:
+                    self._drop(key)
+                return resp.status
+            except (http.client.HTTPException, OSError):
+                self._drop(key)
+                if fresh or attempt:
+                    return 0
+        return 0
+
+    def _drop(self, key: tuple[str, str, int]) -> None:
+        conn = self._conns.pop(key, None)
+        if conn is not None:
+            conn.close()
 
 
 def _now() -> str:

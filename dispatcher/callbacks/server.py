@@ -82,6 +82,8 @@ class _Handler(BaseHTTPRequestHandler):
         # One write per response, with Nagle off: a header write and a body write apart meet
         # the client's delayed ACK and stall each keep-alive request by ~40 ms.
         body = b"".join(chunks)
+        if any(k.lower() == "connection" and "close" in v.lower() for k, v in headers):
+            self.close_connection = True  # the application's wish (hop-by-hop, so ours to send)
         lines = [f"HTTP/1.1 {status}"]
         lines += [
             f"{k}: {v}" for k, v in headers if k.lower() not in ("content-length", "connection")
@@ -115,6 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
             "SERVER_PORT": str(self.server.server_port),
             "SERVER_PROTOCOL": self.request_version,
             "REMOTE_ADDR": self.client_address[0],
+            "REMOTE_PORT": str(self.client_address[1]),
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
             "wsgi.input": io.BytesIO(body),

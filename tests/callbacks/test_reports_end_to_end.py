@@ -4,10 +4,7 @@ out of order), the receiver counts them: status and metrics equal the simulator'
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 import redis
@@ -15,6 +12,7 @@ from prometheus_client import generate_latest
 
 from dispatcher import Campaign, Dispatcher
 from dispatcher.callbacks import make_wsgi_app
+from dispatcher.callbacks.server import make_server, serve_in_thread
 from dispatcher.devtools.localredis import free_port
 from dispatcher.observability.exporter import registry_for
 from sinch_simulator import ReportSettings, Simulator
@@ -24,23 +22,14 @@ from tests.support.numbers import mobiles
 PLAN = "reports"
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class _Threaded(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
 @pytest.mark.slow
 def test_status_and_metrics_match_the_simulators_tally(
     deploy: Callable[..., Deployment], sim: Simulator, r: redis.Redis
 ) -> None:
     port = free_port()
     dep = deploy([(PLAN, 2000, {"batch_size": 500})], callbacks=f"http://127.0.0.1:{port}")
-    server = make_server("127.0.0.1", port, make_wsgi_app(dep.settings, r), _Threaded, _Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = make_server("127.0.0.1", port, make_wsgi_app(dep.settings, r))
+    serve_in_thread(server)
     sim.reports = ReportSettings(
         mix={"Delivered": 0.90, "Failed": 0.06, "Expired": 0.04}, delay_s=0.3, repeat_ratio=0.2,
         retry_base_s=0.2,
