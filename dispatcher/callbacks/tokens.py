@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 _PATH = "/callbacks"
 
@@ -27,10 +27,10 @@ def verify(secret: str, plan: str, token: str) -> bool:
 
 
 def split_path(path: str) -> tuple[str, str] | None:
-    """``/callbacks/<plan>/<token>`` -> (plan, token), else None."""
+    """``/callbacks/<plan>/<token>`` -> (plan, token); ``/callbacks/<plan>`` -> (plan, ""), a
+    missing token, which is a 401 like a wrong one (not a 404: it is a plan's URL, cut short);
+    anything else None."""
     parts = path.rstrip("/").split("/")
-    if len(parts) != 4 or parts[0] != "" or "/" + parts[1] != _PATH:
+    if len(parts) not in (3, 4) or parts[0] != "" or "/" + parts[1] != _PATH or not parts[2]:
         return None
-    from urllib.parse import unquote
-
-    return unquote(parts[2]), parts[3]
+    return unquote(parts[2]), parts[3] if len(parts) == 4 else ""

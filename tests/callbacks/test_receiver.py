@@ -111,12 +111,12 @@ def test_wrong_token_is_401_counted_and_changes_nothing(
     base, d = receiver
     _, nums = _campaign(d)
     stop = {"type": "mo_text", "from": "+" + nums[0], "to": "12345", "body": "STOP"}
-    for token in ("0" * 32, "", plan_token("other-secret", PLAN)):
-        url = f"{base}/callbacks/{PLAN}/{token}"
-        resp = httpx.post(url, content=json.dumps(stop).encode(), timeout=5)
-        assert resp.status_code in (401, 404)
+    wrong = ["0" * 32, "", plan_token("other-secret", PLAN), plan_token(SECRET, "other")]
+    for path in [f"/callbacks/{PLAN}/{t}" for t in wrong] + [f"/callbacks/{PLAN}"]:
+        resp = httpx.post(f"{base}{path}", content=json.dumps(stop).encode(), timeout=5)
+        assert resp.status_code == 401, path
     assert d.suppressed(PLAN) == []
-    assert int(r.hget(keys.stats(PLAN), "cb:unknown:unauthorized") or 0) >= 2
+    assert int(r.hget(keys.stats(PLAN), "cb:unknown:unauthorized") or 0) == 5
     assert _post(base, b"not json".decode()).status_code == 400  # type: ignore[arg-type]
 
 
@@ -289,3 +289,32 @@ def test_the_simulator_posts_an_inbound_stop_to_the_receiver(
     while "46701234599" not in d.suppressed(PLAN) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert d.suppressed(PLAN) == ["46701234599"]
+
+
+def test_a_report_for_another_plans_batch_changes_nothing_there(
+    redis_server: LocalRedis, r: redis.Redis
+) -> None:
+    """A holder of plan beta's URL cannot touch plan acme's counts by naming acme's batch: the
+    lookup stays inside the plan of the URL, so it is an orphan there."""
+    cfg = Settings.from_mapping(
+        __import__("tomllib").loads(
+            f'redis_url = "{redis_server.url}"\ncallback_base_url = "https://hooks.example.com"\n'
+            f'[plans.{PLAN}]\nbase_url = "http://127.0.0.1:1"\ntoken_env = "T"\nrate = 10\n'
+            '[plans.beta]\nbase_url = "http://127.0.0.1:1"\ntoken_env = "T"\nrate = 10\n'
+        ),
+        env={"T": "tok", "DISPATCH_CALLBACK_SECRET": SECRET},
+    )
+    d = Dispatcher(cfg, r)
+    cid, nums = _campaign(d, 2, seed=31)
+    rec = Receiver(cfg, r)
+    forged = {
+        "type": "recipient_delivery_report_sms", "batch_id": "PBX", "client_reference": f"{cid}.0",
+        "recipient": nums[0], "code": 60, "status": "Failed",
+    }  # fmt: skip
+    status, _ = rec.handle(
+        "POST", f"/callbacks/beta/{plan_token(SECRET, 'beta')}", lambda: json.dumps(forged).encode()
+    )
+    assert status == "200 OK"  # answered, so nobody retries it for a day
+    assert sum(d.status(cid).delivery.values()) == 0
+    assert int(r.hget(keys.stats("beta"), "cb:recipient_delivery_report_sms:orphaned") or 0) == 1
+    assert r.hget(keys.stats(PLAN), "dr:failed") is None
