@@ -174,3 +174,42 @@ def test_a_bug_in_the_application_is_a_500_and_the_server_lives_on(
     assert calls == ["/boom", "/fine"]
     err = capfd.readouterr().err
     assert "RuntimeError: bug" in err and "Traceback" not in err
+
+
+def test_while_redis_is_down_callbacks_get_503_and_their_retries_count_once() -> None:
+    """Redis SIGKILLed under the running server, then back on the same port from its AOF: the
+    callbacks of the outage are refused with 503 (which Sinch retries), and their retries are
+    counted once each."""
+    with LocalRedis(appendonly=True, appendfsync="always") as own:
+        client = redis.Redis.from_url(own.url)
+        cfg = _settings(own.url)
+        d = Dispatcher(cfg, client)
+        nums = mobiles(3, seed=14)
+        cid = d.enqueue(Campaign(plan=PLAN, sender="Acme", body="Hi", recipients=nums))
+        server = make_server("127.0.0.1", 0, make_wsgi_app(cfg, client))
+        serve_in_thread(server)
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=30)
+
+        def post(body: bytes) -> int:
+            conn.request("POST", PATH, body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+
+        stop = json.dumps({"type": "mo_text", "from": "+" + nums[2], "body": "STOP"}).encode()
+        try:
+            assert post(_report(cid, nums[0])) == 200
+            own.crash()
+            outage = [_report(cid, nums[0]), _report(cid, nums[1], "Expired"), stop]
+            assert [post(b) for b in outage] == [503, 503, 503]  # same connection, still open
+            own.start()
+            for _ in range(2):  # Sinch's retry, and one more
+                assert [post(b) for b in outage] == [200, 200, 200]
+        finally:
+            conn.close()
+            server.shutdown()
+            server.server_close()
+        delivery = d.status(cid).delivery
+        assert (delivery["delivered"], delivery["expired"], sum(delivery.values())) == (1, 1, 2)
+        assert d.suppressed(PLAN) == [nums[2]]
+        client.close()
