@@ -4,6 +4,7 @@ and ``dispatcher suppress`` (the opt-out lists)."""
 from __future__ import annotations
 
 import csv
+import socket
 import sys
 
 import click
@@ -28,7 +29,7 @@ inbound messages (STOP, START) arrive.  In your own web stack mount instead:
   WSGI  dispatcher.callbacks:wsgi_app      (gunicorn 'dispatcher.callbacks:wsgi_app')
   ASGI  dispatcher.callbacks:asgi_app      (uvicorn 'dispatcher.callbacks:asgi_app')""",
 )
-@click.option("--port", type=int, default=8086, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8086, show_default=True)
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--print-urls", is_flag=True, help="Print each plan's URL and exit.")
 @config_option
@@ -51,7 +52,12 @@ def callbacks(port: int, host: str, print_urls: bool, config: str | None, as_jso
     from dispatcher.callbacks import make_wsgi_app
     from dispatcher.callbacks.server import make_server
 
-    server = make_server(host, port, make_wsgi_app(d.settings, d.redis))
+    try:
+        server = make_server(host, port, make_wsgi_app(d.settings, d.redis))
+    except socket.gaierror:
+        fail(f"--host {host!r}: not an address or a name this machine can resolve", 2)
+    except OSError as exc:  # in use, or a privileged port
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1)
     click.echo(f"dispatcher callbacks: listening on http://{host}:{server.server_port}", err=True)
     try:
         server.serve_forever()

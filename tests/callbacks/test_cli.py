@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,26 @@ def test_print_urls_and_suppress_round_trip(
     )  # fmt: skip
     assert enq.returncode == 0, enq.stderr
     assert (json.loads(enq.stdout)["recipients"], json.loads(enq.stdout)["suppressed"]) == (1, 1)
+
+
+def test_the_receiver_refuses_a_bad_listen_address_in_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "dispatch.toml"
+    cfg.write_text(
+        'redis_url = "redis://127.0.0.1:1/0"\ncallback_base_url = "https://hooks.example.com"\n'
+        '[plans.acme]\nbase_url = "http://127.0.0.1:1"\ntoken_env = "ACME_T"\nrate = 10\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCH_")}
+    env |= {"DISPATCH_CONFIG": str(cfg), "ACME_T": "a", "DISPATCH_CALLBACK_SECRET": SECRET}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for args, code in [
+            (["--port", "99999"], 2),
+            (["--port", "8086", "--host", "no-such-host.invalid"], 2),
+            (["--port", port, "--host", "127.0.0.1"], 1),
+        ]:
+            out = _run(env, "callbacks", *args)
+            assert out.returncode == code, (args, out.stderr)
+            assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+            assert "Traceback" not in out.stderr and SECRET not in out.stderr
