@@ -35,6 +35,10 @@ class ReportSettings:
     # After a 429 the reporter waits this long between posts, doubled by each further 429 and
     # halved by each 2xx (Sinch "lowers its callback throughput"; by how much is not said).
     slowdown_s: float = 0.05
+    # A share of the callbacks first posted after ``late_s`` instead of ``delay_s``: a report
+    # that comes hours late (Sinch retries for ~23 h), after its campaign has moved on or expired.
+    late_ratio: float = 0.0
+    late_s: float = 30.0
 
 
 class Reporter:
@@ -101,9 +105,11 @@ class Reporter:
             })  # fmt: skip
         for b in bodies:
             raw = json.dumps(b).encode()
-            self._push(time.monotonic() + s.delay_s * self.rng.uniform(0.5, 1.5), url, raw)
+            late = self.rng.random() < s.late_ratio
+            delay = s.late_s if late else s.delay_s
+            self._push(time.monotonic() + delay * self.rng.uniform(0.5, 1.5), url, raw)
             if self.rng.random() < s.repeat_ratio:
-                self._push(time.monotonic() + s.delay_s * self.rng.uniform(1, 4), url, raw)
+                self._push(time.monotonic() + delay * self.rng.uniform(1, 4), url, raw)
 
     def inbound(self, url: str, sender: str, body: str, to: str = "") -> None:
         """An inbound ``mo_text`` (a recipient answering, e.g. STOP) posted to ``url``."""

@@ -136,3 +136,18 @@ def test_connections_are_kept_alive_and_reopened_when_the_receiver_closes(
     assert rep.delivered_posts == 55
     bodies = [json.loads(b) for b in sink.seen]
     assert {b["type"] for b in bodies} == {"recipient_delivery_report_sms"}
+
+
+def test_late_callbacks_wait_for_late_s(serve: Callable[[Sink], str]) -> None:
+    sink = Sink(lambda body, nth: "200 OK")
+    url = serve(sink)
+    late = _reporter(late_ratio=1.0, late_s=3600.0)
+    on_time = _reporter(late_ratio=0.0)
+    try:
+        _send(late, url, 4)
+        _send(on_time, url, 3)
+        wait_until(lambda: on_time.pending() == 0, 30, "the on-time reports answered")
+        assert (late.pending(), late.delivered_posts, on_time.delivered_posts) == (4, 0, 3)
+    finally:
+        late.close()
+        on_time.close()
