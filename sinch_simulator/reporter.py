@@ -66,6 +66,9 @@ class Reporter:
             self._stop = True
             self._cv.notify()
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():  # else the poster still owns them
+            for key in list(self._conns):
+                self._drop(key)
 
     def pending(self) -> int:
         """Callbacks not yet answered 2xx (queued, being posted, or waiting for a retry)."""
