@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dispatcher.callbacks.keywords import opt_action
-from dispatcher.callbacks.parse import Callback, parse
+from dispatcher.callbacks.parse import IGNORED, Callback, parse
 from dispatcher.callbacks.tokens import split_path, verify
 from dispatcher.config import PlanConfig, Settings
 from dispatcher.errors import CallbackRejected, StorageError
@@ -99,6 +99,9 @@ class Receiver:
             self.reports.count(plan, kind, result)
 
     def _ingest(self, plan: PlanConfig, cb: Callback) -> None:
+        if cb.type in IGNORED:
+            self.reports.count(plan.id, cb.type, "ignored")
+            return
         if cb.type == "mo_text":
             action = opt_action(cb.body)
             scope = None if plan.suppression == "global" else plan.id

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from dispatcher.errors import CallbackRejected
 from dispatcher.models import DELIVERY_STATUSES
 
 FINAL = frozenset(DELIVERY_STATUSES)
 INTERMEDIATE = frozenset({"queued", "dispatched"})
-Kind = Literal["delivery_report_sms", "recipient_delivery_report_sms", "mo_text"]
+# Types Sinch posts to a plan's URL that carry nothing for us (an inbound binary message, MMS
+# reports): answered 2xx and counted as ignored, not refused as if they were garbage.
+IGNORED = frozenset(
+    {"mo_binary", "mo_media", "delivery_report_mms", "recipient_delivery_report_mms"}
+)
+Kind = Literal[
+    "delivery_report_sms", "recipient_delivery_report_sms", "mo_text",
+    "mo_binary", "mo_media", "delivery_report_mms", "recipient_delivery_report_mms",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -91,4 +99,6 @@ def parse(body: bytes) -> Callback:
         )  # fmt: skip
     if kind == "mo_text":
         return Callback("mo_text", sender=msisdn(doc.get("from")), body=str(doc.get("body") or ""))
+    if kind in IGNORED:
+        return Callback(cast(Kind, kind))
     raise CallbackRejected(f"unknown callback type {kind[:40]!r}")

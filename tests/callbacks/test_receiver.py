@@ -318,3 +318,16 @@ def test_a_report_for_another_plans_batch_changes_nothing_there(
     assert sum(d.status(cid).delivery.values()) == 0
     assert int(r.hget(keys.stats("beta"), "cb:recipient_delivery_report_sms:orphaned") or 0) == 1
     assert r.hget(keys.stats(PLAN), "dr:failed") is None
+
+
+def test_an_inbound_binary_message_is_answered_and_counted_as_ignored(
+    receiver: tuple[str, Dispatcher], r: redis.Redis
+) -> None:
+    """Sinch posts every inbound message to the plan's URL; a binary one is no garbage (a 4xx
+    would count it as invalid) and no STOP either."""
+    base, d = receiver
+    doc = {"type": "mo_binary", "from": "46701234567", "to": "12345", "body": "U1RPUA==", "udh": ""}
+    assert _post(base, doc).status_code == 200
+    assert d.suppressed(PLAN) == []
+    stats = {k.decode(): int(v) for k, v in r.hgetall(keys.stats(PLAN)).items()}
+    assert stats.get("cb:mo_binary:ignored") == 1 and "cb:unknown:invalid" not in stats
