@@ -170,8 +170,8 @@ def run(quick: bool = False) -> str:
             "One `dispatcher callbacks` process (stdlib HTTP/1.1 keep-alive server, a thread per "
             f"connection); {THREADS} client threads, each on one keep-alive connection, post "
             "per-recipient `recipient_delivery_report_sms` callbacks; each is one Lua call in "
-            "Redis. The simulator's reporter (one thread, urllib, a connection per callback) "
-            f"posts to the same server in the same run. Per second: median (min-max) of {ROUNDS} "
+            "Redis. The simulator's reporter (one thread, one keep-alive connection) posts "
+            f"to the same server in the same run. Per second: median (min-max) of {ROUNDS} "
             "alternating rounds; callbacks: per round. Target: 3,000/s.",
             "",
             md_table(
