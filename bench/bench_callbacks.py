@@ -22,6 +22,7 @@ import redis
 
 from bench import ROOT, md_table
 from dispatcher import Campaign, Dispatcher, Settings
+from dispatcher.callbacks.app import Receiver
 from dispatcher.callbacks.tokens import plan_token
 from dispatcher.devtools.localredis import LocalRedis, free_port
 from sinch_simulator.reporter import Reporter, ReportSettings
@@ -106,6 +107,32 @@ def _simulator_rate(url: str, n: int) -> float:
     return n / elapsed
 
 
+def _direct(d: Dispatcher, client: redis.Redis, n: int) -> tuple[list[float], int]:
+    """The receiver's own cost per callback (parse, token, the one Lua call), without the HTTP
+    server and its threads: what one core could ingest if HTTP were free."""
+    receiver = Receiver(d.settings, client)
+    path = f"/callbacks/bench/{plan_token(SECRET, 'bench')}"
+    rates: list[float] = []
+    counted = 0
+    for r in range(ROUNDS):
+        numbers = [f"468{r}{i:07d}" for i in range(n)]
+        cid = d.enqueue(Campaign(plan="bench", sender="Bench", body="Hi", recipients=numbers))
+        bodies = [
+            json.dumps({
+                "type": "recipient_delivery_report_sms", "batch_id": "B",
+                "client_reference": f"{cid}.{i // 1000}", "recipient": num, "code": 0,
+                "status": "Delivered",
+            }).encode()
+            for i, num in enumerate(numbers)
+        ]  # fmt: skip
+        t = time.perf_counter()
+        for body in bodies:
+            receiver.handle("POST", path, lambda body=body: body)
+        rates.append(n / (time.perf_counter() - t))
+        counted += d.status(cid).delivery["delivered"]
+    return rates, counted
+
+
 def run(quick: bool = False) -> str:
     n = 2_000 if quick else 20_000
     rows: list[list[Any]] = []
@@ -162,6 +189,11 @@ def run(quick: bool = False) -> str:
         rows.append([
             "the simulator's reporter posting to `/healthz`", f"{n // 10:,}",
             _spread(simulated), "-", "-",
+        ])  # fmt: skip
+        direct, direct_counted = _direct(d, client, n // 4)
+        rows.append([
+            "`Receiver.handle` called in a loop, no HTTP, one thread", f"{n // 4:,}",
+            _spread(direct), f"{direct_counted:,}", "-",
         ])  # fmt: skip
     return "\n".join(
         [
