@@ -12,11 +12,14 @@ connection until the client closes it (or sends ``Connection: close``), reads a
 from __future__ import annotations
 
 import io
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+log = logging.getLogger("dispatcher.callbacks")
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -176,7 +179,7 @@ class Server(ThreadingHTTPServer):
         # socketserver prints the traceback with the request; say only what went wrong.
         exc = sys.exc_info()[1]
         if not isinstance(exc, (ConnectionError, TimeoutError)):
-            print(f"dispatcher callbacks: {type(exc).__name__}: {exc}", file=sys.stderr)
+            log.error("request failed: %s: %s", type(exc).__name__, exc)
 
 
 def make_server(host: str, port: int, app: WSGIApp) -> Server:
