@@ -167,9 +167,13 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     chunks: list[bytes] = []
+    size = 0
     while True:
         msg = await receive()
-        chunks.append(msg.get("body", b""))
+        part = msg.get("body", b"")
+        size += len(part)
+        if size <= MAX_BODY:  # past the cap the rest is read and dropped, not kept in memory
+            chunks.append(part)
         if not msg.get("more_body"):
             break
     global _default
@@ -179,7 +183,7 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     body = b"".join(chunks)
 
     def read() -> bytes:
-        if len(body) > MAX_BODY:
+        if size > MAX_BODY:
             raise CallbackRejected("body too large")
         return body
 

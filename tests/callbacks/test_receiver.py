@@ -331,3 +331,32 @@ def test_an_inbound_binary_message_is_answered_and_counted_as_ignored(
     assert d.suppressed(PLAN) == []
     stats = {k.decode(): int(v) for k, v in r.hgetall(keys.stats(PLAN)).items()}
     assert stats.get("cb:mo_binary:ignored") == 1 and "cb:unknown:invalid" not in stats
+
+
+def test_the_asgi_receiver_refuses_a_10_mb_body_without_keeping_it(
+    redis_server: LocalRedis, r: redis.Redis
+) -> None:
+    import asyncio
+
+    from dispatcher.callbacks import app as module
+
+    module._default = Receiver(_settings(redis_server.url), r)
+    sent: list[dict[str, object]] = []
+    parts = [b" " * (1024 * 1024)] * 10
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": parts.pop(), "more_body": bool(parts)}
+
+    async def send(msg: dict[str, object]) -> None:
+        sent.append(msg)
+
+    scope = {
+        "type": "http", "method": "POST", "path": f"/callbacks/{PLAN}/{plan_token(SECRET, PLAN)}",
+        "headers": [(b"content-type", b"application/json")],
+    }  # fmt: skip
+    try:
+        asyncio.run(module.asgi_app(scope, receive, send))
+    finally:
+        module._default = None
+    assert sent[0]["status"] == 400 and not parts  # all of it read, none of it kept
+    assert int(r.hget(keys.stats(PLAN), "cb:unknown:invalid") or 0) == 1
