@@ -360,3 +360,28 @@ def test_the_asgi_receiver_refuses_a_10_mb_body_without_keeping_it(
         module._default = None
     assert sent[0]["status"] == 400 and not parts  # all of it read, none of it kept
     assert int(r.hget(keys.stats(PLAN), "cb:unknown:invalid") or 0) == 1
+
+
+def test_report_data_expires_with_the_campaign_and_a_later_report_is_an_orphan(
+    receiver: tuple[str, Dispatcher], r: redis.Redis
+) -> None:
+    base, d = receiver
+    cid, nums = _campaign(d, 4, seed=61)
+    per = {
+        "type": "recipient_delivery_report_sms", "batch_id": "PB9", "client_reference": f"{cid}.0",
+        "recipient": nums[0], "code": 0, "status": "Delivered",
+    }  # fmt: skip
+    summary = {
+        "type": "delivery_report_sms", "batch_id": "PB9", "client_reference": f"{cid}.0",
+        "statuses": [{"code": 0, "status": "Delivered", "count": 1}],
+    }  # fmt: skip
+    assert _post(base, per).status_code == _post(base, summary).status_code == 200
+    retention = int(d.settings.retention_days * 86400)
+    for suffix in ("dr", "rs", "bs"):  # counts, per-recipient statuses, per-batch summaries
+        ttl = r.ttl(f"{keys.campaign(PLAN, cid)}:{suffix}")
+        assert 0 < ttl <= retention, suffix
+    r.delete(keys.campaign(PLAN, cid))  # what its expiry does
+    late = {**per, "recipient": nums[1]}  # a report that comes after (Sinch retries ~23 h)
+    assert _post(base, late).status_code == 200
+    assert int(r.hget(keys.stats(PLAN), "cb:recipient_delivery_report_sms:orphaned") or 0) == 1
+    assert r.hget(f"{keys.campaign(PLAN, cid)}:rs", nums[1]) is None
