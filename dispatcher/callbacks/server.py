@@ -4,8 +4,8 @@ a thread per connection, running any WSGI application.
 ``wsgiref``'s server answers one request per connection (HTTP/1.0), so every callback paid for a
 TCP handshake and a new thread; Sinch and the simulator keep connections open, and at several
 thousand callbacks per second that setup was most of the cost.  This gateway keeps the
-connection until the client closes it (or sends ``Connection: close``), reads a
-``Content-Length`` or chunked body itself with a size cap, and hands the application a finished
+connection until the client closes it (or sends ``Connection: close``), reads the headers and
+a ``Content-Length`` or chunked body itself with size caps, and hands the application a finished
 ``wsgi.input``.  It never logs a request line: the path holds the plan's token.
 """
 
