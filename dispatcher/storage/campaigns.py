@@ -57,9 +57,19 @@ class Campaigns:
     @wraps_redis_errors
     def plan_of(self, campaign_id: str) -> str:
         plan = self.r.hget(keys.CAMPAIGNS, campaign_id)
-        if plan is None:
-            raise NotFound(f"no campaign {campaign_id!r} (unknown, or expired after retention)")
-        return as_text(plan)
+        if plan is not None:
+            return as_text(plan)
+        # The index is a deployment-wide key: on a cluster a failover may lose its entry while
+        # the campaign's own record, in its plan's slot, survived.  Look there, and mend it.
+        plans = sorted(as_text(p) for p in self.r.smembers(keys.PLANS))
+        pipe = self.r.pipeline(transaction=False)
+        for p in plans:
+            pipe.exists(keys.campaign(p, campaign_id))
+        for p, found in zip(plans, pipe.execute() if plans else [], strict=True):
+            if found:
+                self.r.hset(keys.CAMPAIGNS, campaign_id, p)
+                return p
+        raise NotFound(f"no campaign {campaign_id!r} (unknown, or expired after retention)")
 
     @wraps_redis_errors
     def status(self, campaign_id: str, rates: Mapping[str, float]) -> CampaignStatus:
