@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -314,28 +313,18 @@ _MIX = {"Delivered": 0.95, "Failed": 0.03, "Expired": 0.02}
 
 @contextmanager
 def receiving() -> Iterator[tuple[str, Callable[[Dispatcher], None]]]:
-    """The callback receiver on a free local port: (its base URL, start(dispatcher))."""
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
+    """The callback receiver (the one `dispatcher callbacks` runs) on a free local port:
+    (its base URL, start(dispatcher))."""
     from dispatcher.callbacks import make_wsgi_app
-
-    class _Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    class _Threaded(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
+    from dispatcher.callbacks.server import Server, make_server, serve_in_thread
 
     port = free_port()
-    servers: list[WSGIServer] = []
+    servers: list[Server] = []
 
     def start(d: Dispatcher) -> None:
-        server = make_server(
-            "127.0.0.1", port, make_wsgi_app(d.settings, d.redis), _Threaded, _Quiet
-        )
+        server = make_server("127.0.0.1", port, make_wsgi_app(d.settings, d.redis))
         servers.append(server)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        serve_in_thread(server)
 
     try:
         yield f"http://127.0.0.1:{port}", start

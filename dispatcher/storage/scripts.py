@@ -14,7 +14,7 @@ import threading
 import weakref
 from functools import cache
 from importlib import resources
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 import redis
 from redis.client import Pipeline
@@ -405,7 +405,9 @@ def _control(r: list[Any]) -> Control:
     answer = as_text(r[0])
     if answer not in ("ok", "already", "notpaused", "missing", "done", "canceled"):
         raise RuntimeError(f"control script answered {answer!r}")
-    return Control(answer, int(r[1]) if len(r) > 1 else 0, int(r[2]) if len(r) > 2 else 0)  # type: ignore[arg-type]
+    return Control(
+        cast(ControlAnswer, answer), int(r[1]) if len(r) > 1 else 0, int(r[2]) if len(r) > 2 else 0
+    )
 
 
 def _clock(now_us: int | None) -> int | str:

@@ -12,10 +12,8 @@
 --@include lib/lane.lua
 local prefix, lane, cid = KEYS[1], KEYS[2], ARGV[1]
 local ckey = prefix .. 'c:' .. cid
-local c = redis.call('HMGET', ckey, 'recipients', 'finished_at', 'canceled_at')
-if not c[1] then return {'missing'} end
-if c[3] then return {'already'} end
-if c[2] then return {'done'} end
+local refused = refusal(ckey)
+if refused then return {refused == 'canceled' and 'already' or refused} end
 local now = now_ms()
 local total, inflight = 0, 0
 

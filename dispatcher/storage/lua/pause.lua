@@ -10,10 +10,8 @@
 --@include lib/lane.lua
 local prefix, lane, cid = KEYS[1], KEYS[2], ARGV[1]
 local ckey = prefix .. 'c:' .. cid
-local c = redis.call('HMGET', ckey, 'recipients', 'finished_at', 'canceled_at')
-if not c[1] then return {'missing'} end
-if c[3] then return {'canceled'} end
-if c[2] then return {'done'} end
+local refused = refusal(ckey)
+if refused then return {refused} end
 if redis.call('HEXISTS', prefix .. 'paused', cid) == 1 then return {'already'} end
 redis.call('HSET', prefix .. 'paused', cid, ARGV[2])
 redis.call('HSET', ckey, 'paused_by', ARGV[2], 'paused_at', now_ms())

@@ -8,10 +8,8 @@
 --@include lib/lane.lua
 local prefix, lane, cid = KEYS[1], KEYS[2], ARGV[1]
 local ckey = prefix .. 'c:' .. cid
-local c = redis.call('HMGET', ckey, 'recipients', 'finished_at', 'canceled_at')
-if not c[1] then return {'missing'} end
-if c[3] then return {'canceled'} end
-if c[2] then return {'done'} end
+local refused = refusal(ckey)
+if refused then return {refused} end
 if redis.call('HDEL', prefix .. 'paused', cid) == 0 then return {'notpaused'} end
 redis.call('HDEL', ckey, 'paused_by', 'paused_at')
 for _, id in ipairs(redis.call('SMEMBERS', ckey .. ':ctl')) do

@@ -27,6 +27,8 @@
 --          push_all(list_key, items) / push_front(list_key, items)  RPUSH / LPUSH in chunks,
 --            keeping `items` in order
 --          of_campaign(id, campaign) -> true when lane element `id` is a batch of `campaign`
+--          refusal(campaign_key) -> "missing" | "canceled" | "done" when a control action has
+--            nothing to act on, else nil (pause, resume and cancel share the check)
 local MARK = 35 -- '#'
 
 local function lane_head(lane_key, from)
@@ -118,6 +120,14 @@ local function push_front(list_key, items)
   for i = 1, #rev, 4000 do
     redis.call('LPUSH', list_key, unpack(rev, i, math.min(i + 3999, #rev)))
   end
+end
+
+local function refusal(ckey)
+  local c = redis.call('HMGET', ckey, 'recipients', 'finished_at', 'canceled_at')
+  if not c[1] then return 'missing' end
+  if c[3] then return 'canceled' end
+  if c[2] then return 'done' end
+  return nil
 end
 
 local function of_campaign(id, campaign)
