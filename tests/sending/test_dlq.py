@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -175,3 +176,30 @@ def test_python_api_and_concurrent_replays_send_once(
     assert sorted(accepted) == sorted(set(numbers) - set(dead[1].recipients))
     st = d.status(cid)  # the purged recipient stays counted as dead-lettered
     assert (st.sent, st.dead_lettered, st.pending, st.state) == (7, 1, 0, "done")
+
+
+@pytest.mark.slow
+def test_a_replay_after_the_campaigns_expire_at_is_expired_not_sent(
+    deploy: Callable[..., Deployment], sim: Simulator, r: redis.Redis
+) -> None:
+    """A dead letter keeps its campaign's `expire_at` when replayed: replayed past it, its
+    recipients count as expired and nothing reaches the provider."""
+    dep = deploy([(PLAN, 1000, {"batch_size": 4})])
+    d = Dispatcher(dep.settings, r)
+    numbers = mobiles(4, 5)
+    sim.faults.plan_errors = {PLAN: (403, "unknown_campaign")}
+    expires = int(time.time()) + 3
+    expire_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+    cid = d.enqueue(
+        Campaign(plan=PLAN, sender="Acme", body="Hi", recipients=["+" + n for n in numbers],
+                 expire_at=expire_at)
+    )  # fmt: skip
+    dep.start_worker()
+    wait_until(lambda: d.status(cid).dead_lettered == 4, 30, "the refused batch dead-lettered")
+    sim.faults.plan_errors = {}
+    wait_until(lambda: time.time() > expires + 1, 10, "expire_at to pass")
+    assert d.replay(plan=PLAN) == (1, 4)
+    wait_until(lambda: d.status(cid).expired == 4, 30, "the replay to be dropped as expired")
+    st = d.status(cid)
+    assert (st.sent, st.dead_lettered, st.expired, st.pending, st.state) == (0, 0, 4, 0, "done")
+    assert sim.accepted_recipients(PLAN) == []

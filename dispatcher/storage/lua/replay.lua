@@ -7,10 +7,14 @@
 --          waits with its held batches
 -- ARGV[1]  entry id   ARGV[2] new batch id   ARGV[3] payload (with the new client_reference)
 --
+-- The new batch keeps the campaign's `expire_at` (`exp`): a replay after it is dropped at the
+-- head and counted as expired, as the campaign asked.  It keeps no suppression version, so the
+-- take checks it against the opt-out lists once more before its POST.
+--
 -- Returns the number of recipients put back (0 when the entry no longer exists).
 --@include lib/clock.lua
 --@include lib/lane.lua
-local e = redis.call('HMGET', KEYS[1], 'n', 'campaign')
+local e = redis.call('HMGET', KEYS[1], 'n', 'campaign', 'exp')
 if not e[1] then
   return 0
 end
@@ -18,6 +22,9 @@ local n = tonumber(e[1])
 local now_ms = now_ms()
 redis.call('HSET', KEYS[4], 'n', n, 'payload', ARGV[3], 'campaign', e[2], 'fails', 0,
   'waits', 0, 'enq_at', now_ms, 'replayed_from', ARGV[1])
+if e[3] then
+  redis.call('HSET', KEYS[4], 'exp', e[3])
+end
 local prefix, campaign = KEYS[7], e[2]
 local held = prefix .. 'q:' .. campaign
 if redis.call('ZSCORE', prefix .. 'sched', campaign) then
