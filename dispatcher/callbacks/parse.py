@@ -2,17 +2,22 @@
 
 Sinch's docs spell statuses in Title case and its SDK in UPPER case, and type
 ``total_message_count`` once as a string and once as a number: both are accepted.  Only final
-statuses count; Queued and Dispatched are progress, not outcomes.
+statuses count; Queued and Dispatched are progress, not outcomes.  A status that is in
+neither list (a new one Sinch adds) counts for nothing and is logged: counting it as a final
+``unknown`` would make the recipient's real final status, when it comes, be ignored.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from dispatcher.errors import CallbackRejected
 from dispatcher.models import DELIVERY_STATUSES
+
+log = logging.getLogger("dispatcher.callbacks")
 
 FINAL = frozenset(DELIVERY_STATUSES)
 INTERMEDIATE = frozenset({"queued", "dispatched"})
@@ -44,9 +49,9 @@ def _status(raw: Any) -> str | None:
     s = "cancelled" if s == "canceled" else s
     if s in FINAL:
         return s
-    if s in INTERMEDIATE:
-        return None
-    return "unknown" if s else None
+    if s and s not in INTERMEDIATE:
+        log.warning("delivery report status %r is not one Sinch documents; not counted", s[:40])
+    return None
 
 
 def _number(raw: Any, what: str) -> int:

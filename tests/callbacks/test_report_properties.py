@@ -89,3 +89,27 @@ def test_counts_are_the_newest_snapshot_that_arrived(
     got = {k: v for k, v in d.status(cid).delivery.items() if v}
     assert got == dict(want)
     client.close()
+
+
+def test_a_status_sinch_does_not_document_leaves_the_recipient_open_for_its_final_one(
+    redis_server: LocalRedis,
+) -> None:
+    """An unrecognised status is not taken as the recipient's final one: the later Delivered
+    counts."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    cfg = _settings(redis_server.url)
+    d = Dispatcher(cfg, client)
+    num = mobiles(1, seed=43)[0]
+    cid = d.enqueue(Campaign(plan=PLAN, sender="Acme", body="Hi", recipients=[num]))
+    rec = Receiver(cfg, client)
+    path = f"/callbacks/{PLAN}/{plan_token(SECRET, PLAN)}"
+    for status in ("Enroute", "Delivered"):
+        doc = {
+            "type": "recipient_delivery_report_sms", "batch_id": "PB9",
+            "client_reference": f"{cid}.0", "recipient": "+" + num, "status": status,
+        }  # fmt: skip
+        assert rec.handle("POST", path, lambda doc=doc: json.dumps(doc).encode())[0] == "200 OK"
+    got = {k: v for k, v in d.status(cid).delivery.items() if v}
+    assert got == {"delivered": 1}
+    client.close()
