@@ -41,6 +41,7 @@ from dispatcher.storage.results import (
     Cooldown,
     Dropped,
     Go,
+    Later,
     Lost,
     Moved,
     Oversize,
@@ -174,6 +175,8 @@ class Sender:
             if isinstance(r, Moved):
                 head = r.head
                 continue
+            if isinstance(r, Later):
+                continue  # a window's fused take declined: take it as the head
             if isinstance(r, Wait | Cooldown | Circuit):
                 wait_s = r.ms / 1000
                 if isinstance(r, Wait):
