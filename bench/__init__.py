@@ -172,7 +172,10 @@ class Deployment:
                 f'token_env = "{token_env}"',
                 f"rate = {rate}",
             ]
-            lines += [f"{k} = {v!r}" for k, v in extra.items()]
+            lines += [
+                f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}"
+                for k, v in extra.items()
+            ]
             lines.append("")
         self.config = self.dir / "dispatch.toml"
         self.config.write_text("\n".join(lines))

@@ -54,6 +54,7 @@ def test_max_in_flight_is_read(tmp_path: Path) -> None:
         {"T": "t"},
     )
     assert s.plan("p").max_in_flight == 4
+    assert s.plan("p").prefetch_take is False
 
 
 @pytest.mark.parametrize(
@@ -70,6 +71,7 @@ def test_max_in_flight_is_read(tmp_path: Path) -> None:
         ('region = "us"\ntoken_env = "T"\nrate = 1\nmax_in_flight = 0', "plans.p.max_in_flight: must be a whole number from 1 to 16"),
         ('region = "us"\ntoken_env = "T"\nrate = 1\nmax_in_flight = 17', "plans.p.max_in_flight: must be"),
         ('region = "us"\ntoken_env = "T"\nrate = 1\nmax_in_flight = 2.5', "plans.p.max_in_flight: must be"),
+        ('region = "us"\ntoken_env = "T"\nrate = 1\nprefetch_take = 1', "plans.p.prefetch_take: must be true or false"),
     ],
 )  # fmt: skip
 def test_each_problem_is_one_line_naming_file_and_key(

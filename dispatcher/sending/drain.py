@@ -212,7 +212,7 @@ class Sender:
                         head, taken = checked
                         continue
                     r = checked
-                if plan.max_in_flight > 1:
+                if plan.max_in_flight > 1 or plan.prefetch_take:
                     head, taken = self._window(plan, token, head, r, deadline)
                 else:
                     resp = self.http.send_batch(plan, r.payload)

@@ -47,7 +47,7 @@ class _Flight:
 
     bid: str
     go: Go
-    future: Future[ProviderResponse]
+    future: Future[ProviderResponse] | None  # None: taken, its POST not started yet (strict)
 
 
 @dataclass
@@ -69,6 +69,11 @@ class Window:
     inline_wait_s: float
     deadline: float
     on_wait: Callable[[float], None] = lambda s: None
+    # Strict (max_in_flight = 1 with prefetch_take): one POST at a time, in lane order, but
+    # the next batch is taken while it runs; its POST starts only once the one before was
+    # accepted, and a failure gives it back (``give_back``) instead of posting it.
+    strict: bool = False
+    give_back: Callable[[str, Go], None] = lambda bid, go: None
 
     def run(self, head: str, first: Go) -> str | None:
         """Send ``first`` and the batches after it; return a batch to go on from (a guess the
@@ -80,9 +85,10 @@ class Window:
         self._pause: float | None = None  # tokens short: wait for them or for an answer
         lane_head: str | None = head
         held: str | None = None  # a batch of the window held in its place
+        limit = 2 if self.strict else self.k
         while flights:
             while self._grow and self._pause is None and self._next is not None:
-                if len(flights) >= self.k:
+                if len(flights) >= limit:
                     break
                 if time.monotonic() >= self.deadline:
                     self._grow = False
@@ -90,18 +96,27 @@ class Window:
                 bid = self._next
                 self._taken(self.take(bid, [f.bid for f in flights]), bid)
             wait_for(
-                [f.future for f in flights],
+                [f.future for f in flights if f.future is not None],
                 timeout=self._pause if self._grow else None,
                 return_when=FIRST_COMPLETED,
             )
             self._pause = None
-            for f in [f for f in flights if f.future.done()]:
+            for f in [f for f in flights if f.future is not None and f.future.done()]:
+                assert f.future is not None
                 flights.remove(f)
                 resp = f.future.result()
                 others = [o.bid for o in flights]
                 accept = self.accepted(resp)
+                if self.strict and flights:
+                    nxt = flights[0]  # taken while this one's POST ran
+                    if accept:
+                        nxt.future = self.posts.submit(self.post, nxt.go.payload)
+                    else:
+                        self.give_back(nxt.bid, nxt.go)
+                        flights.remove(nxt)
+                        others = []
                 fuse = None
-                room = len(flights) < self.k and time.monotonic() < self.deadline
+                room = len(flights) < limit and time.monotonic() < self.deadline
                 if accept and self._grow and self._next is not None and others and room:
                     fuse = self._next
                 if not accept:
@@ -116,7 +131,10 @@ class Window:
         return held or lane_head
 
     def _start(self, bid: str, go: Go) -> None:
-        self._flights.append(_Flight(bid, go, self.posts.submit(self.post, go.payload)))
+        if self.strict and self._flights:
+            self._flights.append(_Flight(bid, go, None))  # posted once the one before is accepted
+        else:
+            self._flights.append(_Flight(bid, go, self.posts.submit(self.post, go.payload)))
 
     def _taken(self, t: Take | None, bid: str) -> None:
         """Follow a take of ``bid`` as the window's next (alone or fused in a commit)."""
@@ -153,9 +171,14 @@ def window_for(
             retention_s=sender.retention_s, window=in_flight,
         )  # fmt: skip
 
+    def give_back(bid: str, go: Go) -> None:
+        if not sender.scripts.give_back(plan.id, token, bid, go.n, plan.burst):
+            raise WindowLost
+
     return Window(
         plan.max_in_flight, posts, lambda body: sender.http.send_batch(plan, body), take, record,
         accepted=lambda resp: decide(resp).action is Action.ACCEPT,
         inline_wait_s=sender.timing.inline_wait_s, deadline=deadline,
         on_wait=TOKEN_WAIT.labels(plan.id).observe,
+        strict=plan.max_in_flight == 1, give_back=give_back,
     )  # fmt: skip

@@ -58,7 +58,7 @@ from dispatcher.storage.results import (
 _NAMES = (
     "bucket", "take", "commit", "hold", "split", "lease", "release", "schedule", "claim",
     "replay", "purge", "admit", "idle", "pause", "resume", "cancel", "report",
-    "resuppress",
+    "resuppress", "give_back",
 )  # fmt: skip
 _INCLUDE = re.compile(r"^--@include (lib/\w+\.lua)\s*$", re.M)
 
@@ -321,6 +321,12 @@ class Scripts:
         ]  # fmt: skip
         r = self._run("hold", k, a)
         return _fenced(r) or Held()
+
+    def give_back(self, plan: str, token: str, batch_id: str, n: int, burst: float) -> bool:
+        """Return a batch taken but never POSTed (its in-flight mark and its ``n`` tokens);
+        False when the lease is lost."""
+        k = [keys.lease(plan), keys.batch(plan, batch_id), keys.bucket(plan), keys.state(plan)]
+        return _fenced(self._run("give_back", k, [token, n, burst])) is None
 
     def split(self, plan: str, token: str, batch_id: str, parts: list[Part]) -> SplitResult:
         k = [keys.lease(plan), keys.lane(plan), keys.batch(plan, batch_id)]
