@@ -242,12 +242,15 @@ def test_window_of_four_fits_the_envelope_with_four_workers(
 
 
 @pytest.mark.slow
-def test_window_of_four_sigkilled_mid_campaign_sends_each_recipient_once(
-    deploy: Callable[..., Deployment], sim: Simulator, r: redis.Redis
+@pytest.mark.parametrize(("k", "prefetch"), [(4, False), (1, True)])
+def test_window_sigkilled_mid_campaign_sends_each_recipient_once(
+    deploy: Callable[..., Deployment], sim: Simulator, r: redis.Redis, k: int, prefetch: bool
 ) -> None:
-    """Up to four batches are in flight when the worker dies: each carries its in-flight mark
-    from before its POST, so the next worker looks each up by client_reference."""
-    dep = deploy([("wkill", 400, {"batch_size": 20, "max_in_flight": 4})])
+    """Up to four batches are in flight (or, with prefetch_take, one POSTing and the next
+    taken) when the worker dies: each carries its in-flight mark from before its POST, so the
+    next worker looks each up by client_reference."""
+    extra = {"batch_size": 20, "max_in_flight": k, "prefetch_take": prefetch}
+    dep = deploy([("wkill", 400, extra)])
     sim.faults.update(latency_ms=200, error_rate=0.05)
     d = Dispatcher(dep.settings, r)
     cid, numbers = enqueue(d, 3000, seed=5, plan="wkill")
@@ -258,6 +261,6 @@ def test_window_of_four_sigkilled_mid_campaign_sends_each_recipient_once(
     dep.start_worker()
     wait_until(lambda: d.status(cid).state == "done", 120, "campaign done after the kill")
     assert_once(sim, "wkill", numbers)
-    assert_window_order(sim.arrivals("wkill"), 4)
+    assert_window_order(sim.arrivals("wkill"), k)
     st_ = d.status(cid)
     assert (st_.sent, st_.dead_lettered) == (len(numbers), 0)
