@@ -113,6 +113,15 @@ class SimProcess:
         data: dict[str, dict[str, int]] = self._get("/_sim/stats")
         return data
 
+    def set_faults(self, **faults: Any) -> None:
+        """POST /_sim/faults, e.g. ``latency_ms=400`` (a reset clears them)."""
+        req = urllib.request.Request(
+            self.url + "/_sim/faults", data=json.dumps(faults).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(req, timeout=30):
+            pass
+
     def reset(self) -> None:
         req = urllib.request.Request(self.url + "/_sim/reset", data=b"{}", method="POST")
         with urllib.request.urlopen(req, timeout=30):
@@ -163,7 +172,10 @@ class Deployment:
                 f'token_env = "{token_env}"',
                 f"rate = {rate}",
             ]
-            lines += [f"{k} = {v!r}" for k, v in extra.items()]
+            lines += [
+                f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}"
+                for k, v in extra.items()
+            ]
             lines.append("")
         self.config = self.dir / "dispatch.toml"
         self.config.write_text("\n".join(lines))

@@ -74,6 +74,12 @@ class PlanConfig:
     suppression: str = "plan"
     halt_failure_ratio: float | None = None
     halt_min_reports: int = 200
+    # Batches of the plan POSTed at once (the window, docs/architecture.md): 1 keeps strict
+    # lane order at the provider; more hides provider latency behind concurrent requests.
+    max_in_flight: int = 1
+    # With max_in_flight = 1: take the next batch while the POST before it is in flight, so
+    # the Redis round trip overlaps the POST (its POST still waits for that one's answer).
+    prefetch_take: bool = False
 
     @property
     def batches_url(self) -> str:
@@ -312,8 +318,12 @@ CALLBACK_SECRET_ENV = "DISPATCH_CALLBACK_SECRET"
 DELIVERY_REPORTS = ("none", "summary", "full", "per_recipient", "per_recipient_final")
 _PLAN_KEYS = {
     "region", "base_url", "token_env", "rate", "burst", "batch_size", "delivery_report",
-    "suppression", "halt_failure_ratio", "halt_min_reports",
+    "suppression", "halt_failure_ratio", "halt_min_reports", "max_in_flight",
+    "prefetch_take",
 }  # fmt: skip
+# The window's cap: each in-flight batch holds an HTTP connection and a thread, and the take
+# checks the lane's prefix against the window, so it stays small.
+MAX_IN_FLIGHT = 16
 
 
 def _load_plan(
@@ -404,6 +414,14 @@ def _load_plan(
     if not _is_int(halt_min) or halt_min < 1:
         bad(f"{key}.halt_min_reports", "must be a whole number >= 1")
         ok = False
+    in_flight: Any = raw.get("max_in_flight", 1)
+    if not _is_int(in_flight) or not 1 <= in_flight <= MAX_IN_FLIGHT:
+        bad(f"{key}.max_in_flight", f"must be a whole number from 1 to {MAX_IN_FLIGHT}")
+        ok = False
+    prefetch: Any = raw.get("prefetch_take", False)
+    if not isinstance(prefetch, bool):
+        bad(f"{key}.prefetch_take", "must be true or false")
+        ok = False
     if not ok:
         return None
     assert isinstance(base_url, str) and isinstance(token_env, str)
@@ -419,6 +437,8 @@ def _load_plan(
         suppression=str(suppression),
         halt_failure_ratio=float(halt) if halt is not None else None,
         halt_min_reports=int(halt_min),
+        max_in_flight=int(in_flight),
+        prefetch_take=prefetch,
     )
 
 

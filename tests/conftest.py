@@ -70,7 +70,7 @@ def deploy(
                 f'token_env = "{token_env}"',
                 f"rate = {rate}",
             ]
-            lines += [f"{k} = {v!r}" for k, v in extra.items()]  # type: ignore[union-attr]
+            lines += [f"{k} = {_toml(v)}" for k, v in extra.items()]  # type: ignore[union-attr]
             lines.append("")
             burst = float(extra.get("burst", rate))  # type: ignore[union-attr]
             sim.add_plan(PlanSpec(plan, token, rate * sim_rate_factor, burst * sim_rate_factor))
@@ -87,3 +87,8 @@ def deploy(
     yield make
     for d in made:
         d.stop_all()
+
+
+def _toml(v: object) -> str:
+    """A plan setting as TOML: Python's repr but for booleans (``true``, not ``True``)."""
+    return str(v).lower() if isinstance(v, bool) else repr(v)

@@ -22,6 +22,7 @@ def test_defaults_and_region(tmp_path: Path) -> None:
     assert p.base_url == REGIONS["eu"] == "https://eu.sms.api.sinch.com"
     assert p.batches_url == "https://eu.sms.api.sinch.com/xms/v1/p1/batches"
     assert (p.rate, p.burst, p.batch_size) == (30.0, 30.0, 30)
+    assert p.max_in_flight == 1
     assert s.redis_url == s.broker_url == "redis://127.0.0.1:6379/0"
     assert s.metrics_port == 9808
 
@@ -46,6 +47,16 @@ def test_small_rate_gets_burst_one_and_batch_size_capped(tmp_path: Path) -> None
     assert s.plan("p").batch_size == 1000
 
 
+def test_max_in_flight_is_read(tmp_path: Path) -> None:
+    s = load(
+        '[plans.p]\nbase_url = "http://x"\ntoken_env = "T"\nrate = 5\nmax_in_flight = 4\n',
+        tmp_path,
+        {"T": "t"},
+    )
+    assert s.plan("p").max_in_flight == 4
+    assert s.plan("p").prefetch_take is False
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
@@ -57,6 +68,10 @@ def test_small_rate_gets_burst_one_and_batch_size_capped(tmp_path: Path) -> None
         ('region = "us"\nrate = 1', "plans.p.token_env: required"),
         ('token_env = "T"\nrate = 1', "needs region"),
         ('region = "us"\ntoken_env = "T"\nrate = 1\ntoken = "abc"', "plans.p.token: unknown key"),
+        ('region = "us"\ntoken_env = "T"\nrate = 1\nmax_in_flight = 0', "plans.p.max_in_flight: must be a whole number from 1 to 16"),
+        ('region = "us"\ntoken_env = "T"\nrate = 1\nmax_in_flight = 17', "plans.p.max_in_flight: must be"),
+        ('region = "us"\ntoken_env = "T"\nrate = 1\nmax_in_flight = 2.5', "plans.p.max_in_flight: must be"),
+        ('region = "us"\ntoken_env = "T"\nrate = 1\nprefetch_take = 1', "plans.p.prefetch_take: must be true or false"),
     ],
 )  # fmt: skip
 def test_each_problem_is_one_line_naming_file_and_key(

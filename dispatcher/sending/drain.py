@@ -17,20 +17,24 @@ gives its slot back after ``slice_s`` so that many plans share few workers fairl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
 import redis
 
-from dispatcher.config import PlanConfig, Settings, WorkerConfig
+from dispatcher.config import MAX_IN_FLIGHT, PlanConfig, Settings, WorkerConfig
 from dispatcher.errors import LookupFailed
 from dispatcher.observability.histograms import REQUEST_DURATION, TOKEN_WAIT
-from dispatcher.sending.policy import Action, Backoff, decide
+from dispatcher.sending import policy
+from dispatcher.sending.policy import Action, Backoff, age_s, decide, sibling_of, status_of
+from dispatcher.sending.window import WindowLost, window_for
 from dispatcher.sinch import payload as batch_body
 from dispatcher.sinch.client import ProviderResponse, SinchClient
 from dispatcher.storage.lanes import Lanes
@@ -41,6 +45,7 @@ from dispatcher.storage.results import (
     Cooldown,
     Dropped,
     Go,
+    Later,
     Lost,
     Moved,
     Oversize,
@@ -112,6 +117,8 @@ class Sender:
         # Asked once a drain has slept its budget: are other drains queued for a worker slot?
         # The worker sets it (it knows the broker); without it a drain always gives way.
         self.others_waiting: Callable[[], bool] = lambda: True
+        # The threads a window's POSTs run on (max_in_flight > 1), made when first needed.
+        self._posts: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------ schedule
     def _schedule(self, plan: str, delay_s: float, mode: ScheduleMode = "set") -> None:
@@ -174,6 +181,8 @@ class Sender:
             if isinstance(r, Moved):
                 head = r.head
                 continue
+            if isinstance(r, Later):
+                continue  # a window's fused take declined: take it as the head
             if isinstance(r, Wait | Cooldown | Circuit):
                 wait_s = r.ms / 1000
                 if isinstance(r, Wait):
@@ -203,11 +212,14 @@ class Sender:
                         head, taken = checked
                         continue
                     r = checked
-                resp = self.http.send_batch(plan, r.payload)
-                REQUEST_DURATION.labels(plan.id).observe(resp.elapsed_s)
-                # Within the slice, the commit takes the next batch in the same round trip.
-                fuse = r.next_id if time.monotonic() < deadline else None
-                head, taken = self._apply(plan, token, head, r, resp, fuse)
+                if plan.max_in_flight > 1 or plan.prefetch_take:
+                    head, taken = self._window(plan, token, head, r, deadline)
+                else:
+                    resp = self.http.send_batch(plan, r.payload)
+                    REQUEST_DURATION.labels(plan.id).observe(resp.elapsed_s)
+                    # Within the slice, the commit takes the next batch in the same round trip.
+                    fuse = r.next_id if time.monotonic() < deadline else None
+                    head, taken = self._apply(plan, token, head, r, resp, fuse)
             if isinstance(taken, Go):
                 continue  # its tokens are taken and it is marked in flight: send it first
             if time.monotonic() > deadline and head is not None:
@@ -216,6 +228,24 @@ class Sender:
                     return "slice"
                 # Nobody is queued for the slot: a new slice, without a hand-over gap.
                 deadline, slept = time.monotonic() + self.timing.slice_s, 0.0
+
+    # ------------------------------------------------------------ the window
+    def _window(self, plan: PlanConfig, token: str, head: str, first: Go, deadline: float) -> _Next:
+        """Send ``first`` and up to ``max_in_flight - 1`` batches after it concurrently, until
+        none is in flight (``window.py``); every answer goes through ``_apply`` in its place."""
+        if self._posts is None:
+            self._posts = ThreadPoolExecutor(MAX_IN_FLIGHT, thread_name_prefix="dispatch-post")
+
+        def record(b: str, go: Go, resp: ProviderResponse, fuse: str | None, w: list[str]) -> _Next:
+            REQUEST_DURATION.labels(plan.id).observe(resp.elapsed_s)
+            return self._apply(plan, token, b, go, resp, fuse, anywhere=True, window=w)
+
+        try:
+            return _Next(
+                window_for(self, plan, token, deadline, self._posts, record).run(head, first)
+            )
+        except WindowLost:
+            raise _Lost from None
 
     # ------------------------------------------------------------ outcomes
     def _commit(
@@ -234,17 +264,20 @@ class Sender:
         code: str | None = None,
         text: str | None = None,
         take_next: str | None = None,
+        anywhere: bool = False,
+        window: list[str] | None = None,
     ) -> _Next:
         """Commit the head's outcome; with ``take_next`` also take that next batch in the same
         round trip (its take comes back in the result, for the loop to use)."""
         c = self.scripts.commit(
             plan.id, token, head, campaign, outcome, rate=plan.rate, retention_s=self.retention_s,
-            status=status if status is not None else _status(resp),
+            status=status if status is not None else status_of(resp),
             code=code if code is not None else (resp.code if resp else ""),
             text=text if text is not None else (resp.text if resp else ""),
             provider_batch_id=(resp.batch_id or "") if resp else "", reason=reason,
             count_response=count_response, sibling=sibling, take_next=take_next,
-            burst=plan.burst, ttl_ms=int(self.timing.lease_ttl_s * 1000),
+            burst=plan.burst, ttl_ms=int(self.timing.lease_ttl_s * 1000), anywhere=anywhere,
+            window=window,
         )  # fmt: skip
         if isinstance(c, Lost):
             raise _Lost
@@ -260,11 +293,14 @@ class Sender:
         kind: HoldKind,
         resp: ProviderResponse | None,
         delay_s: float,
+        *,
+        anywhere: bool = False,
+        suspect: str = "",
     ) -> _Next:
         h = self.scripts.hold(
             plan.id, token, head, kind, rate=plan.rate, delay_ms=int(delay_s * 1000),
-            status=_status(resp), code=resp.code if resp else "", text=resp.text if resp else "",
-            ambiguous=resp is not None and resp.ambiguous,
+            status=status_of(resp), code=resp.code if resp else "", text=resp.text if resp else "",
+            ambiguous=resp is not None and resp.ambiguous, anywhere=anywhere, suspect=suspect,
         )  # fmt: skip
         if isinstance(h, Lost):
             raise _Lost
@@ -278,43 +314,51 @@ class Sender:
         go: Go,
         resp: ProviderResponse,
         next_id: str | None = None,
+        *,
+        anywhere: bool = False,
+        window: list[str] | None = None,
     ) -> _Next:
+        """Record the answer to ``go``'s POST.  ``anywhere``: a window's batch (max_in_flight
+        > 1), committed or held in its place; ``window`` its other batches in flight, for the
+        take of ``next_id`` fused into the commit."""
         rule = decide(resp)
         action = rule.action
         campaign, fails = go.campaign, go.fails
-        sibling = _sibling(go.then_suspect)
-        _log_outcome(plan.id, campaign, head, go.n, resp, action, fails + 1)
+        sibling = sibling_of(go.then_suspect)
+        policy.log_outcome(log, plan.id, campaign, head, go.n, resp, action, fails + 1)
+        # A window's batch (anywhere) is committed or held in its place.
+        commit = functools.partial(self._commit, anywhere=anywhere)
+        hold = functools.partial(self._hold, anywhere=anywhere)
         if action is Action.ACCEPT:
-            return self._commit(
-                plan, token, head, campaign, "accepted", resp, sibling=sibling, take_next=next_id
-            )
+            return commit(
+                plan, token, head, campaign, "accepted", resp, sibling=sibling, take_next=next_id,
+                window=window,
+            )  # fmt: skip
         if action is Action.RATE_WAIT:
-            if _age_s(go.first_at_ms) > self.backoff.max_rate_wait_age_s:
-                return self._commit(plan, token, head, campaign, "dead", resp, reason=rule.reason)
-            return self._hold(
+            if age_s(go.first_at_ms) > self.backoff.max_rate_wait_age_s:
+                return commit(plan, token, head, campaign, "dead", resp, reason=rule.reason)
+            return hold(
                 plan, token, head, "ratewait", resp, self.backoff.rate_wait_s(resp, go.waits + 1)
             )
         if action is Action.RETRY:
             failures = fails + 1
-            if self.backoff.retries_exhausted(failures, _age_s(go.first_at_ms)):
+            if self.backoff.retries_exhausted(failures, age_s(go.first_at_ms)):
                 if resp.ambiguous:
                     found = self._lookup(plan, head, go.first_at_ms)
                     if found:
-                        return self._commit(plan, token, head, campaign, "accepted", None,
-                                            count_response=False, status="201",
-                                            sibling=sibling)  # fmt: skip
+                        return commit(plan, token, head, campaign, "accepted", None,
+                                      count_response=False, status="201",
+                                      sibling=sibling)  # fmt: skip
                     if found is None:  # the lookup failed too: keep trying later
-                        return self._hold(
-                            plan, token, head, "retry", resp, self.backoff.retry_cap_s
-                        )
+                        return hold(plan, token, head, "retry", resp, self.backoff.retry_cap_s)
                 log.error(
                     "plan %s batch %s: %s after %d attempts; dead-lettered",
                     plan.id, head, resp.label, failures,
                 )  # fmt: skip
-                return self._commit(plan, token, head, campaign, "dead", resp, reason=rule.reason)
+                return commit(plan, token, head, campaign, "dead", resp, reason=rule.reason)
             # A 503 may say when to come back: never sooner than that.
             delay = max(self.backoff.retry_delay_s(failures), resp.retry_after_s or 0.0)
-            return self._hold(plan, token, head, "retry", resp, delay)
+            return hold(plan, token, head, "retry", resp, delay)
         if action is Action.CIRCUIT:
             delay = self.backoff.circuit_probe_s(self.lanes.probes(plan.id))
             log.error(
@@ -324,11 +368,14 @@ class Sender:
                 resp.code or "no error code", f" ({resp.text[:120]})" if resp.text else "",
                 delay, plan.id,
             )  # fmt: skip
-            return self._hold(plan, token, head, "circuit", resp, delay)
+            return hold(plan, token, head, "circuit", resp, delay)
         if action is Action.ISOLATE and go.n > 1:
             err = json.dumps({"status": resp.status, "code": resp.code, "text": resp.text[:300]})
+            if anywhere:
+                # Split only at the head: marked suspect, it is isolated once it is there.
+                return hold(plan, token, head, "suspect", resp, 0, suspect=err)
             return self._isolate(plan, token, head, go.payload, go.n, campaign, err, counted=resp)
-        return self._commit(plan, token, head, campaign, "dead", resp, reason=rule.reason)
+        return commit(plan, token, head, campaign, "dead", resp, reason=rule.reason)
 
     # ------------------------------------------------------------ opt-outs since enqueue
     def _recheck(self, plan: PlanConfig, token: str, head: str, go: Go) -> Go | _Next:
@@ -373,7 +420,7 @@ class Sender:
             # A probe of an isolation found this way still marks its sibling as the suspect.
             return self._commit(plan, token, head, u.campaign, "accepted", None,
                                 count_response=False, status="201",
-                                sibling=_sibling(u.then_suspect))  # fmt: skip
+                                sibling=sibling_of(u.then_suspect))  # fmt: skip
         if found is None:
             # Back off as for any failure, not a fixed short delay that would hammer a provider
             # whose lookups fail; the in-flight mark stays, so nothing is resent unchecked.
@@ -444,50 +491,8 @@ class Sender:
             )  # fmt: skip
         if counted is not None:
             # The refused request itself is counted once, as a response, here.
-            self.lanes.count_response(plan.id, _status(counted), counted.code)
+            self.lanes.count_response(plan.id, status_of(counted), counted.code)
         left = n // 2
         right_id = f"{head}.2"
         mark = json.dumps({"id": right_id, "err": json.loads(err)})
         return self._split(plan, token, head, payload, [left, n - left], then_suspect=[mark, ""])
-
-
-def _age_s(first_at_ms: int | None) -> float:
-    """Age of a batch since its first attempt, by this host's clock (as the backoff's caps
-    are meant)."""
-    return (time.time() * 1000 - first_at_ms) / 1000 if first_at_ms else 0.0
-
-
-def _sibling(then_suspect: str) -> tuple[str, str] | None:
-    """(sibling batch id, refusal JSON) from an isolation probe's ``then_suspect`` mark."""
-    if not then_suspect:
-        return None
-    mark = json.loads(then_suspect)
-    return str(mark["id"]), json.dumps(mark["err"])
-
-
-def _status(resp: ProviderResponse | None) -> str:
-    return (
-        str(resp.status)
-        if resp is not None and resp.status is not None
-        else ((resp.error or "") if resp is not None else "")
-    )
-
-
-def _log_outcome(
-    plan: str,
-    campaign: str,
-    batch: str,
-    n: int,
-    resp: ProviderResponse,
-    action: Action,
-    attempt: int,
-) -> None:
-    level = logging.INFO if action is Action.ACCEPT else logging.WARNING
-    if log.isEnabledFor(level):
-        log.log(
-            level,
-            "batch outcome plan=%s campaign=%s batch=%s recipients=%d status=%s code=%s "
-            "action=%s attempt=%d ms=%.0f provider_batch=%s",
-            plan, campaign, batch, n, resp.status if resp.status is not None else resp.error,
-            resp.code or "-", action.value, attempt, resp.elapsed_s * 1000, resp.batch_id or "-",
-        )  # fmt: skip

@@ -11,7 +11,10 @@ retry loop cannot do by itself.
 
 from __future__ import annotations
 
+import json
+import logging
 import random
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -137,3 +140,47 @@ class Backoff:
 
     def circuit_probe_s(self, probes: int) -> float:
         return float(min(self.circuit_cap_s, self.circuit_base_s * 2.0 ** max(0, probes)))
+
+
+def age_s(first_at_ms: int | None) -> float:
+    """Age of a batch since its first attempt, by this host's clock (as the backoff's caps
+    are meant)."""
+    return (time.time() * 1000 - first_at_ms) / 1000 if first_at_ms else 0.0
+
+
+def sibling_of(then_suspect: str) -> tuple[str, str] | None:
+    """(sibling batch id, refusal JSON) from an isolation probe's ``then_suspect`` mark."""
+    if not then_suspect:
+        return None
+    mark = json.loads(then_suspect)
+    return str(mark["id"]), json.dumps(mark["err"])
+
+
+def status_of(resp: ProviderResponse | None) -> str:
+    return (
+        str(resp.status)
+        if resp is not None and resp.status is not None
+        else ((resp.error or "") if resp is not None else "")
+    )
+
+
+def log_outcome(
+    log: logging.Logger,
+    plan: str,
+    campaign: str,
+    batch: str,
+    n: int,
+    resp: ProviderResponse,
+    action: Action,
+    attempt: int,
+) -> None:
+    """One line per answer: INFO for an acceptance, WARNING otherwise (no token in it)."""
+    level = logging.INFO if action is Action.ACCEPT else logging.WARNING
+    if log.isEnabledFor(level):
+        log.log(
+            level,
+            "batch outcome plan=%s campaign=%s batch=%s recipients=%d status=%s code=%s "
+            "action=%s attempt=%d ms=%.0f provider_batch=%s",
+            plan, campaign, batch, n, resp.status if resp.status is not None else resp.error,
+            resp.code or "-", action.value, attempt, resp.elapsed_s * 1000, resp.batch_id or "-",
+        )  # fmt: skip

@@ -91,7 +91,14 @@ class Paused:
     """The plan is paused: nothing is sent until ``plans resume``."""
 
 
-Take = Go | Wait | Cooldown | Circuit | Unknown | Oversize | Paused | Moved | Lost
+@dataclass(frozen=True, slots=True)
+class Later:
+    """A window's take only (max_in_flight > 1): not as the next of the window (a batch ahead
+    is not the sender's, or this one needs a lookup, a split, a park or a drop first).
+    Nothing was written; the sender lets its window empty and takes the head."""
+
+
+Take = Go | Wait | Cooldown | Circuit | Unknown | Oversize | Paused | Later | Moved | Lost
 
 
 @dataclass(frozen=True, slots=True)

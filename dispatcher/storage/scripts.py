@@ -38,6 +38,7 @@ from dispatcher.storage.results import (
     Held,
     Hold,
     Idle,
+    Later,
     Lease,
     Leased,
     Lost,
@@ -57,7 +58,7 @@ from dispatcher.storage.results import (
 _NAMES = (
     "bucket", "take", "commit", "hold", "split", "lease", "release", "schedule", "claim",
     "replay", "purge", "admit", "idle", "pause", "resume", "cancel", "report",
-    "resuppress",
+    "resuppress", "give_back",
 )  # fmt: skip
 _INCLUDE = re.compile(r"^--@include (lib/\w+\.lua)\s*$", re.M)
 
@@ -133,11 +134,13 @@ def _take(r: list[Any]) -> Take:
         return Oversize(int(r[1]), bytes(r[2]), float(r[3]), _opt_int(r[4]))
     if kind == "paused":
         return Paused()
+    if kind == "later":
+        return Later()
     raise RuntimeError(f"take.lua answered {kind!r}")
 
 
 ScheduleMode = Literal["set", "lt"]
-HoldKind = Literal["retry", "ratewait", "circuit", "notfound"]
+HoldKind = Literal["retry", "ratewait", "circuit", "notfound", "suspect"]
 
 
 class Scripts:
@@ -224,12 +227,17 @@ class Scripts:
         ttl_ms: int,
         retention_s: int = 7 * 86400,
         now_us: int | None = None,
+        window: list[str] | None = None,
     ) -> Take:
+        """Take the head; with ``window`` (the sender's batches in flight, in lane order) take
+        ``batch_id`` as the next of that window instead, or answer :class:`Later`."""
         k = [
             keys.lease(plan), keys.lane(plan), keys.state(plan), keys.bucket(plan),
             keys.batch(plan, batch_id), keys.prefix(plan),
         ]  # fmt: skip
-        a = [token, batch_id, rate, burst, ttl_ms, _clock(now_us), retention_s]
+        a: list[Any] = [token, batch_id, rate, burst, ttl_ms, _clock(now_us), retention_s]
+        if window:
+            a += [len(window), *window]
         return _take(self._run("take", k, a))
 
     def commit(
@@ -252,11 +260,15 @@ class Scripts:
         take_next: str | None = None,
         burst: float = 0.0,
         ttl_ms: int = 0,
+        anywhere: bool = False,
+        window: list[str] | None = None,
     ) -> Commit:
         """Record the head's final outcome.  ``sibling`` is (batch id, refusal JSON) to mark
         suspect when this accepted batch was an isolation probe; with ``take_next`` the batch
         after it is taken in the same round trip (with ``burst`` and ``ttl_ms``) and comes
-        back as ``Committed.taken``."""
+        back as ``Committed.taken``.  A window (max_in_flight > 1) passes ``anywhere`` (the
+        batch need not be the head) and ``window``, its other batches in flight, so that
+        ``take_next`` is taken as the next of the window."""
         entry_id = keys.new_id("d") if outcome == "dead" else ""
         k = [
             keys.lease(plan), keys.lane(plan), keys.batch(plan, batch_id),
@@ -269,6 +281,8 @@ class Scripts:
             retention_s, entry_id, plan, rate, "1" if count_response else "0",
             sibling[1] if sibling else "", take_next or "", burst, ttl_ms,
         ]  # fmt: skip
+        if anywhere or window:
+            a += ["1" if anywhere else "0", len(window or ()), *(window or ())]
         r = self._run("commit", k, a)
         refused = _fenced(r)
         if refused is not None:
@@ -290,19 +304,29 @@ class Scripts:
         code: str = "",
         text: str = "",
         ambiguous: bool = False,
+        anywhere: bool = False,
+        suspect: str = "",
     ) -> Hold:
         """Keep the head at the head and record why (see hold.lua for each ``kind``);
-        ``ambiguous`` keeps the in-flight mark, so the batch is looked up before a resend."""
+        ``ambiguous`` keeps the in-flight mark, so the batch is looked up before a resend.
+        ``anywhere``: a window's batch, held in its place; ``suspect``: the refusal JSON for
+        kind "suspect"."""
         k = [
             keys.lease(plan), keys.lane(plan), keys.batch(plan, batch_id), keys.stats(plan),
             keys.state(plan),
         ]  # fmt: skip
         a: list[Any] = [
             token, batch_id, kind, status, code, text[:500], delay_ms, "1" if ambiguous else "0",
-            rate,
+            rate, "1" if anywhere else "0", suspect,
         ]  # fmt: skip
         r = self._run("hold", k, a)
         return _fenced(r) or Held()
+
+    def give_back(self, plan: str, token: str, batch_id: str, n: int, burst: float) -> bool:
+        """Return a batch taken but never POSTed (its in-flight mark and its ``n`` tokens);
+        False when the lease is lost."""
+        k = [keys.lease(plan), keys.batch(plan, batch_id), keys.bucket(plan), keys.state(plan)]
+        return _fenced(self._run("give_back", k, [token, n, burst])) is None
 
     def split(self, plan: str, token: str, batch_id: str, parts: list[Part]) -> SplitResult:
         k = [keys.lease(plan), keys.lane(plan), keys.batch(plan, batch_id)]

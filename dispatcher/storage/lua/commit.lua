@@ -22,13 +22,18 @@
 --          the retention period: {plan}:c:<campaign>:pb (LIST, for cancel --at-provider) and
 --          {plan}:pb:<provider batch id> -> campaign (for delivery reports).
 --
+-- ARGV[18] "1": the batch may be anywhere in the lane (a window, max_in_flight > 1): it is
+--          removed where it is (LREM), not only as the head
+-- ARGV[19] w, ARGV[20..19+w]: the sender's other batches in flight, in lane order; with
+--          w > 0 the next batch (ARGV[15]) is taken as the next of that window (take_after)
+--
 -- Returns {"ok", next head id | "", take.lua's answer for it (when asked)} or {"lost"} or
 -- {"moved", head id | ""}.
 --@include lib/fence.lua
 --@include lib/clock.lua
 --@include lib/take.lua
 local token, bid, outcome = ARGV[1], ARGV[2], ARGV[3]
-local refused, index = fenced(KEYS[1], KEYS[2], token, bid)
+local refused, index = fenced_in(KEYS[1], KEYS[2], token, bid, ARGV[18] == '1')
 if refused then
   return refused
 end
@@ -94,6 +99,12 @@ redis.call('DEL', KEYS[3])
 
 if has_campaign then settle(prefix, campaign, now_ms, retention) end
 local next_head = lane_head(KEYS[2], 0) or ''
+local w = tonumber(ARGV[19]) or 0
+if w > 0 and ARGV[15] ~= '' then
+  return {'ok', next_head, take_after(prefix, KEYS[1], KEYS[2], KEYS[6], KEYS[10], KEYS[11],
+    token, ARGV[15], {unpack(ARGV, 20, 19 + w)}, tonumber(ARGV[12]), tonumber(ARGV[16]),
+    tonumber(ARGV[17]), now_us, retention)}
+end
 if ARGV[15] and ARGV[15] ~= '' and next_head == ARGV[15] then
   return {'ok', next_head, take_head(prefix, KEYS[1], KEYS[2], KEYS[6], KEYS[10], KEYS[11],
     token, next_head, tonumber(ARGV[12]), tonumber(ARGV[16]), tonumber(ARGV[17]), now_us,

@@ -11,6 +11,9 @@
 --                         scheduled campaigns' ZSET, stats)
 -- ARGV[1]  fencing token      ARGV[2] batch id     ARGV[3] rate     ARGV[4] burst
 -- ARGV[5]  lease ttl ms       ARGV[6] now_us ("" = Redis TIME)   ARGV[7] retention s
+-- ARGV[8]  w: the number of the sender's batches in flight ("" or 0: take the head)
+-- ARGV[9..8+w]  their ids in lane order: the batch is taken as the next of that window
+--          (lib/take.lua take_after; max_in_flight > 1), answering as below or {"later"}
 --
 -- Returns one of
 --   {"lost"}                       the lease is not ours any more: stop at once
@@ -38,9 +41,17 @@
 --                                  suspect batch that was never sent).  recheck "1": a
 --                                  number opted out since the batch was checked (the plan's
 --                                  suppression version moved): filter it before the POST.
+--   {"later"}                      (a window's take only) not now: let the window empty and
+--                                  take the head
 --   The answers carry every batch field the sender needs, so it reads nothing else.
 --@include lib/clock.lua
 --@include lib/take.lua
 
+local w = tonumber(ARGV[8]) or 0
+if w > 0 then
+  return take_after(KEYS[6], KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2],
+    {unpack(ARGV, 9, 8 + w)}, tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
+    now_us(ARGV[6]), tonumber(ARGV[7]))
+end
 return take_head(KEYS[6], KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2],
   tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), now_us(ARGV[6]), tonumber(ARGV[7]))
