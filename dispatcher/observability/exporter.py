@@ -18,19 +18,26 @@ zeros for the counters would read as a counter reset.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
+from typing import Any, Literal, cast
 
 import redis
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from dispatcher.config import Settings, redacted_url
 from dispatcher.errors import StorageError
@@ -127,6 +134,43 @@ def _code(code: str) -> str:
     return _CODE_OK.sub("_", code)[:_CODE_MAX]
 
 
+@dataclass
+class _Family:
+    """One metric family of a scrape: what both ``collect`` and ``render`` write."""
+
+    name: str  # without the prefix, and without ``_total`` for a counter
+    kind: Literal["counter", "gauge"]
+    doc: str
+    labels: tuple[str, ...]
+    samples: list[tuple[Sequence[str], float]] = dataclass_field(default_factory=list)
+
+    def add_metric(self, values: Sequence[str], value: float) -> None:
+        self.samples.append((values, value))
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", '"': '\\"'})
+
+
+def _label(value: str) -> str:
+    """A label value as the text format writes it (plan ids from the config need nothing)."""
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.translate(_ESCAPES)
+    return value
+
+
+def _escape_help(doc: str) -> str:
+    return doc.replace("\\", r"\\").replace("\n", r"\n")
+
+
+_go_float = cast(Callable[[float], str], floatToGoString)
+_ZERO = _go_float(0.0)
+
+
+def _number(value: float) -> str:
+    """The value as prometheus-client writes it (``0.0``, ``1.5``, ``1.0e+06``)."""
+    return _ZERO if value == 0 else _go_float(value)
+
+
 def _status(status: str) -> str:
     """HTTP status or transport error word; "none" when the script recorded no answer."""
     return _code(status) or "none"
@@ -181,35 +225,84 @@ class DeploymentCollector(Collector):
         return snap
 
     def collect(self) -> Iterator[Metric]:
+        """The families for prometheus-client's registry (tests, and any caller that wants a
+        Collector); ``serve`` writes the same families with ``render``, which skips the
+        client's per-sample objects and checks."""
+        for fam in self.families():
+            cls = CounterMetricFamily if fam.kind == "counter" else GaugeMetricFamily
+            metric = cls(PREFIX + fam.name, fam.doc, labels=list(fam.labels))
+            for values, value in fam.samples:
+                metric.add_metric(list(values), value)
+            yield metric
+
+    def render(self) -> bytes:
+        """One scrape in the Prometheus text format (0.0.4), the same series ``collect`` gives.
+
+        At 10,000 plans a scrape is ~350,000 samples; building a prometheus-client sample
+        object per series and validating each label name cost ~3 s of the 2 s budget
+        (docs/benchmarks.md, "Cost per plan"), so the lines are written here directly.  Label
+        names are this module's own constants; label values are escaped as the format asks.
+        """
+        out: list[str] = []
+        for fam in self.families():
+            name = PREFIX + fam.name + ("_total" if fam.kind == "counter" else "")
+            out.append(f"# HELP {name} {_escape_help(fam.doc)}\n# TYPE {name} {fam.kind}\n")
+            if not fam.labels:
+                out.extend(f"{name} {_number(value)}\n" for _, value in fam.samples)
+                continue
+            heads = [f'{name}{{{label}="' for label in fam.labels[:1]]
+            rest = [f'",{label}="' for label in fam.labels[1:]]
+            head = heads[0]
+            if not rest:
+                out.extend(
+                    f'{head}{_label(values[0])}"}} {_number(value)}\n'
+                    for values, value in fam.samples
+                )
+            else:
+                for values, value in fam.samples:
+                    parts = [head, _label(values[0])]
+                    for sep, v in zip(rest, values[1:], strict=True):
+                        parts += (sep, _label(v))
+                    parts.append(f'"}} {_number(value)}\n')
+                    out.append("".join(parts))
+        return "".join(out).encode()
+
+    def families(self) -> list[_Family]:
+        """This scrape's families: Redis read once (``snapshot``), then pure translation."""
         snap = self.snapshot()
-        up = GaugeMetricFamily(
-            PREFIX + "redis_up",
+        up = _Family(
+            "redis_up",
+            "gauge",
             "1 when this exporter could read Redis for this scrape, else 0 (and the Redis-derived "
             "series are absent from this scrape).",
+            (),
         )
-        up.add_metric([], 1.0 if snap is not None else 0.0)
-        yield up
-        yield from self._limits(snap or {})
+        up.samples.append(((), 1.0 if snap is not None else 0.0))
+        fams = [up, *self._limits(snap or {})]
         if snap is not None:
-            yield from self._families(snap)
+            fams += list(self._families(snap))
+        return fams
 
-    def _limits(self, snap: Mapping[str, Mapping[str, str]]) -> Iterator[Metric]:
+    def _limits(self, snap: Mapping[str, Mapping[str, str]]) -> Iterator[_Family]:
         """The limits in force: a runtime `plans set` (read from Redis) wins over the file."""
-        rate = GaugeMetricFamily(
-            PREFIX + "rate_limit_per_second",
+        rate = _Family(
+            "rate_limit_per_second",
+            "gauge",
             "Rate of the plan in force, in recipients per second, for the whole deployment: "
             "the config file's, or a runtime `dispatcher plans set`.",
-            labels=["plan"],
+            labels=("plan",),
         )
-        burst = GaugeMetricFamily(
-            PREFIX + "rate_limit_burst",
+        burst = _Family(
+            "rate_limit_burst",
+            "gauge",
             "Burst of the plan in force (token bucket size), in recipients.",
-            labels=["plan"],
+            labels=("plan",),
         )
-        runtime = GaugeMetricFamily(
-            PREFIX + "rate_limit_runtime",
+        runtime = _Family(
+            "rate_limit_runtime",
+            "gauge",
             "1 while a runtime `dispatcher plans set` overrides the plan's config file limits.",
-            labels=["plan"],
+            labels=("plan",),
         )
         for plan_id, cfg in sorted(self.settings.plans.items()):
             fields = snap.get(plan_id, {})
@@ -224,80 +317,113 @@ class DeploymentCollector(Collector):
         yield burst
         yield runtime
 
-    def _families(self, snap: Mapping[str, Mapping[str, str]]) -> Iterator[Metric]:
+    def _families(self, snap: Mapping[str, Mapping[str, str]]) -> Iterator[_Family]:
         counters = {
-            field: CounterMetricFamily(PREFIX + name, doc, labels=["plan"])
+            field: _Family(name, "counter", doc, labels=("plan",))
             for field, (name, doc) in _COUNTERS.items()
         }
-        batches = CounterMetricFamily(
-            PREFIX + "batches",
+        batches = _Family(
+            "batches",
+            "counter",
             "Batches that left the lane, by outcome: accepted by the provider or dead-lettered.",
-            labels=["plan", "outcome"],
+            labels=(
+                "plan",
+                "outcome",
+            ),
         )
-        responses = CounterMetricFamily(
-            PREFIX + "provider_responses",
+        responses = _Family(
+            "provider_responses",
+            "counter",
             "Answers to POST /batches, by HTTP status (or transport error: timeout, dropped, "
             "connect) and provider code.",
-            labels=["plan", "status", "code"],
+            labels=(
+                "plan",
+                "status",
+                "code",
+            ),
         )
-        dead = CounterMetricFamily(
-            PREFIX + "dead_lettered_recipients",
+        dead = _Family(
+            "dead_lettered_recipients",
+            "counter",
             "Recipients put into the dead-letter queue, by the provider's code.",
-            labels=["plan", "code"],
+            labels=(
+                "plan",
+                "code",
+            ),
         )
-        lookups = CounterMetricFamily(
-            PREFIX + "lookups",
+        lookups = _Family(
+            "lookups",
+            "counter",
             "Lookups by client_reference after an ambiguous failure: found at the provider "
             "(not resent) or missing (sent again).",
-            labels=["plan", "result"],
+            labels=(
+                "plan",
+                "result",
+            ),
         )
-        delivery = CounterMetricFamily(
-            PREFIX + "delivery_reports",
+        delivery = _Family(
+            "delivery_reports",
+            "counter",
             "Recipients by their final status in Sinch's delivery reports, each recipient once.",
-            labels=["plan", "status"],
+            labels=(
+                "plan",
+                "status",
+            ),
         )
-        callbacks = CounterMetricFamily(
-            PREFIX + "callbacks",
+        callbacks = _Family(
+            "callbacks",
+            "counter",
             "Callbacks received, by type and result (ok, orphaned, ignored, invalid, "
             "unauthorized).",
-            labels=["plan", "type", "result"],
+            labels=(
+                "plan",
+                "type",
+                "result",
+            ),
         )
-        queue = GaugeMetricFamily(
-            PREFIX + "queue_recipients",
+        queue = _Family(
+            "queue_recipients",
+            "gauge",
             "Recipients waiting in the plan's lane (including the batch in flight).",
-            labels=["plan"],
+            labels=("plan",),
         )
-        age = GaugeMetricFamily(
-            PREFIX + "queue_oldest_age_seconds",
+        age = _Family(
+            "queue_oldest_age_seconds",
+            "gauge",
             "Age of the batch at the head of the lane (0 when the lane is empty), by Redis time.",
-            labels=["plan"],
+            labels=("plan",),
         )
-        dlq = GaugeMetricFamily(
-            PREFIX + "dead_letter_recipients",
+        dlq = _Family(
+            "dead_letter_recipients",
+            "gauge",
             "Recipients currently in the dead-letter queue (not yet replayed or purged).",
-            labels=["plan"],
+            labels=("plan",),
         )
-        eff = GaugeMetricFamily(
-            PREFIX + "effective_rate_per_second",
+        eff = _Family(
+            "effective_rate_per_second",
+            "gauge",
             "Rate the plan's token bucket refills at now: the configured rate, or less while it "
             "recovers from 429s.  Not zeroed by an open circuit: see dispatcher_circuit_open.",
-            labels=["plan"],
+            labels=("plan",),
         )
-        circuit = GaugeMetricFamily(
-            PREFIX + "circuit_open",
+        circuit = _Family(
+            "circuit_open",
+            "gauge",
             "1 while the plan's circuit is open (sending stopped, queue kept, probing), else 0.",
-            labels=["plan"],
+            labels=("plan",),
         )
-        plan_paused = GaugeMetricFamily(
-            PREFIX + "plan_paused",
+        plan_paused = _Family(
+            "plan_paused",
+            "gauge",
             "1 while the plan is paused (`dispatcher plans pause`), else 0.",
-            labels=["plan"],
+            labels=("plan",),
         )
-        campaigns_paused = GaugeMetricFamily(
-            PREFIX + "campaigns_paused",
+        campaigns_paused = _Family(
+            "campaigns_paused",
+            "gauge",
             "Campaigns of the plan paused now (`dispatcher campaigns pause`, or halted by their "
             "own failures).",
-            labels=["plan"],
+            labels=("plan",),
         )
         for plan_id, fields in sorted(snap.items()):
             for field, family in counters.items():
@@ -390,15 +516,40 @@ def registry_for(settings: Settings, client: redis.Redis | None = None) -> Colle
     return registry
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """``GET`` any path: one scrape from ``render`` (gzip when asked, at the fastest level: a
+    10,000-plan scrape is ~20 MB of text, and level 9 would cost more than the scrape)."""
+
+    collector: DeploymentCollector
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = self.collector.render()
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
+        if "gzip" in self.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body, compresslevel=1)
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per scrape would be noise
+
+
 def serve(settings: Settings, *, host: str, port: int) -> None:
     """Serve ``/metrics`` in the foreground until Ctrl-C or SIGTERM."""
-    registry = registry_for(settings)
+    handler = type("Handler", (_Handler,), {"collector": DeploymentCollector(settings)})
     try:
-        httpd, thread = start_http_server(port, addr=host, registry=registry)
+        httpd = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
         raise SystemExit(
             f"dispatcher: cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from None
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
     stop = threading.Event()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
