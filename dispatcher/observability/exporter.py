@@ -171,6 +171,32 @@ def _number(value: float) -> str:
     return _ZERO if value == 0 else _go_float(value)
 
 
+def _header(fam: _Family) -> str:
+    name = PREFIX + fam.name + ("_total" if fam.kind == "counter" else "")
+    return f"# HELP {name} {_escape_help(fam.doc)}\n# TYPE {name} {fam.kind}\n"
+
+
+def _lines(fam: _Family) -> str:
+    """The family's samples as text-format lines (no HELP/TYPE)."""
+    name = PREFIX + fam.name + ("_total" if fam.kind == "counter" else "")
+    if not fam.labels:
+        return "".join(f"{name} {_number(value)}\n" for _, value in fam.samples)
+    head = f'{name}{{{fam.labels[0]}="'
+    rest = [f'",{label}="' for label in fam.labels[1:]]
+    out: list[str] = []
+    for values, value in fam.samples:
+        parts = [head, _label(values[0])]
+        for sep, v in zip(rest, values[1:], strict=True):
+            parts += (sep, _label(v))
+        parts.append(f'"}} {_number(value)}\n')
+        out.append("".join(parts))
+    return "".join(out)
+
+
+def _text(fams: Iterable[_Family]) -> bytes:
+    return "".join(_header(f) + _lines(f) for f in fams).encode()
+
+
 def _status(status: str) -> str:
     """HTTP status or transport error word; "none" when the script recorded no answer."""
     return _code(status) or "none"
@@ -196,6 +222,7 @@ class DeploymentCollector(Collector):
         self.store = (store_factory or Store)(self.client)
         self._last_error: str | None = None
         self._lock = threading.Lock()
+        self._text_cache: dict[str, tuple[Mapping[str, str], list[str]]] = {}
 
     def describe(self) -> Iterable[Metric]:
         # Metric names depend on what Redis holds; returning nothing tells the registry not to
@@ -238,38 +265,43 @@ class DeploymentCollector(Collector):
     def render(self) -> bytes:
         """One scrape in the Prometheus text format (0.0.4), the same series ``collect`` gives.
 
-        At 10,000 plans a scrape is ~350,000 samples; building a prometheus-client sample
-        object per series and validating each label name cost ~3 s of the 2 s budget
-        (docs/benchmarks.md, "Cost per plan"), so the lines are written here directly.  Label
-        names are this module's own constants; label values are escaped as the format asks.
+        At 10,000 plans a scrape is ~360,000 samples; building a prometheus-client sample
+        object per series and validating each label name made it 3.4-4.6 s against a 2 s
+        budget (docs/benchmarks.md, "Cost per plan"), so the lines are written here directly.
+        Most plans are idle between two scrapes, so each plan's lines are kept with the fields
+        they were made from and reused while Redis returns the same fields: a scrape then
+        costs the Redis read and one dict comparison per idle plan.  Label names are this
+        module's own constants; label values are escaped as the format asks.
         """
-        out: list[str] = []
-        for fam in self.families():
-            name = PREFIX + fam.name + ("_total" if fam.kind == "counter" else "")
-            out.append(f"# HELP {name} {_escape_help(fam.doc)}\n# TYPE {name} {fam.kind}\n")
-            if not fam.labels:
-                out.extend(f"{name} {_number(value)}\n" for _, value in fam.samples)
-                continue
-            heads = [f'{name}{{{label}="' for label in fam.labels[:1]]
-            rest = [f'",{label}="' for label in fam.labels[1:]]
-            head = heads[0]
-            if not rest:
-                out.extend(
-                    f'{head}{_label(values[0])}"}} {_number(value)}\n'
-                    for values, value in fam.samples
-                )
-            else:
-                for values, value in fam.samples:
-                    parts = [head, _label(values[0])]
-                    for sep, v in zip(rest, values[1:], strict=True):
-                        parts += (sep, _label(v))
-                    parts.append(f'"}} {_number(value)}\n')
-                    out.append("".join(parts))
+        snap = self.snapshot()
+        if snap is None:
+            return _text(self._assemble(None))
+        up, *meta = self._assemble({})
+        cache, fresh = self._text_cache, {}
+        per_plan: list[list[str]] = []
+        for plan_id, fields in sorted(snap.items()):
+            hit = cache.get(plan_id)
+            if hit is None or hit[0] != fields:
+                fams = self._assemble({plan_id: fields})[1:]
+                hit = (fields, [_lines(f) for f in fams])
+            fresh[plan_id] = hit
+            per_plan.append(hit[1])
+        self._text_cache = fresh  # plans gone from Redis and the config drop out
+        up.samples.append(((), 1.0))
+        out = [_text([up]).decode()]
+        for i, fam in enumerate(meta):
+            out.append(_header(fam))
+            out.extend(texts[i] for texts in per_plan)
         return "".join(out).encode()
 
     def families(self) -> list[_Family]:
         """This scrape's families: Redis read once (``snapshot``), then pure translation."""
-        snap = self.snapshot()
+        return self._assemble(self.snapshot())
+
+    def _assemble(self, snap: Mapping[str, Mapping[str, str]] | None) -> list[_Family]:
+        """``redis_up`` (without its sample when ``snap`` is not None and empty: ``render``
+        adds it), the limits and the Redis-derived families of the plans in ``snap``; None:
+        Redis could not be read."""
         up = _Family(
             "redis_up",
             "gauge",
@@ -277,13 +309,17 @@ class DeploymentCollector(Collector):
             "series are absent from this scrape).",
             (),
         )
-        up.samples.append(((), 1.0 if snap is not None else 0.0))
-        fams = [up, *self._limits(snap or {})]
+        if snap is None or snap:
+            up.samples.append(((), 1.0 if snap is not None else 0.0))
+        configured = self.settings.plans if snap is None else snap.keys() & self.settings.plans
+        fams = [up, *self._limits(snap or {}, sorted(configured))]
         if snap is not None:
             fams += list(self._families(snap))
         return fams
 
-    def _limits(self, snap: Mapping[str, Mapping[str, str]]) -> Iterator[_Family]:
+    def _limits(
+        self, snap: Mapping[str, Mapping[str, str]], plans: Iterable[str]
+    ) -> Iterator[_Family]:
         """The limits in force: a runtime `plans set` (read from Redis) wins over the file."""
         rate = _Family(
             "rate_limit_per_second",
@@ -304,7 +340,8 @@ class DeploymentCollector(Collector):
             "1 while a runtime `dispatcher plans set` overrides the plan's config file limits.",
             labels=("plan",),
         )
-        for plan_id, cfg in sorted(self.settings.plans.items()):
+        for plan_id in plans:
+            cfg = self.settings.plans[plan_id]
             fields = snap.get(plan_id, {})
             rt_rate = _float(fields.get(SNAPSHOT_STATE_PREFIX + State.RATE))
             rt_burst = _float(fields.get(SNAPSHOT_STATE_PREFIX + State.BURST))
