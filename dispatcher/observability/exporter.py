@@ -2,7 +2,8 @@
 
 The outcome counters are incremented by the same Lua scripts that commit each outcome
 (commit.lua, hold.lua), so they are exact across every worker process and host and survive
-restarts of all of them; this exporter holds no state and only translates the per-plan stats
+restarts of all of them; this exporter holds no state (beyond the previous scrape's text of
+each plan, reused while the plan's fields are unchanged) and only translates the per-plan stats
 and state hashes into metric families at scrape time.  Any number of exporters may run, on any
 host, and all serve the same numbers.
 
