@@ -19,30 +19,25 @@ zeros for the counters would read as a counter reset.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from http.server import ThreadingHTTPServer
 from types import FrameType
-from typing import Any, Literal, cast
 
 import redis
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from dispatcher.config import Settings, redacted_url
 from dispatcher.errors import StorageError
 from dispatcher.models import DELIVERY_STATUSES
+from dispatcher.observability.textformat import PREFIX, Family, Handler, header, lines, text
 from dispatcher.storage.connect import connect
 from dispatcher.storage.fields import (
     SNAPSHOT_HEAD_AGE_MS,
@@ -54,8 +49,6 @@ from dispatcher.storage.fields import (
 from dispatcher.storage.store import Store
 
 log = logging.getLogger("dispatcher.observability.exporter")
-
-PREFIX = "dispatcher_"
 
 # Provider codes come from a remote body; a misbehaving provider must not be able to mint
 # unbounded label values (a code is normally a short snake_case word).
@@ -133,69 +126,6 @@ def _float(value: str | None) -> float | None:
 
 def _code(code: str) -> str:
     return _CODE_OK.sub("_", code)[:_CODE_MAX]
-
-
-@dataclass
-class _Family:
-    """One metric family of a scrape: what both ``collect`` and ``render`` write."""
-
-    name: str  # without the prefix, and without ``_total`` for a counter
-    kind: Literal["counter", "gauge"]
-    doc: str
-    labels: tuple[str, ...]
-    samples: list[tuple[Sequence[str], float]] = dataclass_field(default_factory=list)
-
-    def add_metric(self, values: Sequence[str], value: float) -> None:
-        self.samples.append((values, value))
-
-
-_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", '"': '\\"'})
-
-
-def _label(value: str) -> str:
-    """A label value as the text format writes it (plan ids from the config need nothing)."""
-    if "\\" in value or "\n" in value or '"' in value:
-        return value.translate(_ESCAPES)
-    return value
-
-
-def _escape_help(doc: str) -> str:
-    return doc.replace("\\", r"\\").replace("\n", r"\n")
-
-
-_go_float = cast(Callable[[float], str], floatToGoString)
-_ZERO = _go_float(0.0)
-
-
-def _number(value: float) -> str:
-    """The value as prometheus-client writes it (``0.0``, ``1.5``, ``1.0e+06``)."""
-    return _ZERO if value == 0 else _go_float(value)
-
-
-def _header(fam: _Family) -> str:
-    name = PREFIX + fam.name + ("_total" if fam.kind == "counter" else "")
-    return f"# HELP {name} {_escape_help(fam.doc)}\n# TYPE {name} {fam.kind}\n"
-
-
-def _lines(fam: _Family) -> str:
-    """The family's samples as text-format lines (no HELP/TYPE)."""
-    name = PREFIX + fam.name + ("_total" if fam.kind == "counter" else "")
-    if not fam.labels:
-        return "".join(f"{name} {_number(value)}\n" for _, value in fam.samples)
-    head = f'{name}{{{fam.labels[0]}="'
-    rest = [f'",{label}="' for label in fam.labels[1:]]
-    out: list[str] = []
-    for values, value in fam.samples:
-        parts = [head, _label(values[0])]
-        for sep, v in zip(rest, values[1:], strict=True):
-            parts += (sep, _label(v))
-        parts.append(f'"}} {_number(value)}\n')
-        out.append("".join(parts))
-    return "".join(out)
-
-
-def _text(fams: Iterable[_Family]) -> bytes:
-    return "".join(_header(f) + _lines(f) for f in fams).encode()
 
 
 def _status(status: str) -> str:
@@ -276,7 +206,7 @@ class DeploymentCollector(Collector):
         """
         snap = self.snapshot()
         if snap is None:
-            return _text(self._assemble(None))
+            return text(self._assemble(None))
         up, *meta = self._assemble({})
         cache, fresh = self._text_cache, {}
         per_plan: list[list[str]] = []
@@ -284,26 +214,26 @@ class DeploymentCollector(Collector):
             hit = cache.get(plan_id)
             if hit is None or hit[0] != fields:
                 fams = self._assemble({plan_id: fields})[1:]
-                hit = (fields, [_lines(f) for f in fams])
+                hit = (fields, [lines(f) for f in fams])
             fresh[plan_id] = hit
             per_plan.append(hit[1])
         self._text_cache = fresh  # plans gone from Redis and the config drop out
         up.samples.append(((), 1.0))
-        out = [_text([up]).decode()]
+        out = [text([up]).decode()]
         for i, fam in enumerate(meta):
-            out.append(_header(fam))
+            out.append(header(fam))
             out.extend(texts[i] for texts in per_plan)
         return "".join(out).encode()
 
-    def families(self) -> list[_Family]:
+    def families(self) -> list[Family]:
         """This scrape's families: Redis read once (``snapshot``), then pure translation."""
         return self._assemble(self.snapshot())
 
-    def _assemble(self, snap: Mapping[str, Mapping[str, str]] | None) -> list[_Family]:
+    def _assemble(self, snap: Mapping[str, Mapping[str, str]] | None) -> list[Family]:
         """``redis_up`` (without its sample when ``snap`` is not None and empty: ``render``
         adds it), the limits and the Redis-derived families of the plans in ``snap``; None:
         Redis could not be read."""
-        up = _Family(
+        up = Family(
             "redis_up",
             "gauge",
             "1 when this exporter could read Redis for this scrape, else 0 (and the Redis-derived "
@@ -320,22 +250,22 @@ class DeploymentCollector(Collector):
 
     def _limits(
         self, snap: Mapping[str, Mapping[str, str]], plans: Iterable[str]
-    ) -> Iterator[_Family]:
+    ) -> Iterator[Family]:
         """The limits in force: a runtime `plans set` (read from Redis) wins over the file."""
-        rate = _Family(
+        rate = Family(
             "rate_limit_per_second",
             "gauge",
             "Rate of the plan in force, in recipients per second, for the whole deployment: "
             "the config file's, or a runtime `dispatcher plans set`.",
             labels=("plan",),
         )
-        burst = _Family(
+        burst = Family(
             "rate_limit_burst",
             "gauge",
             "Burst of the plan in force (token bucket size), in recipients.",
             labels=("plan",),
         )
-        runtime = _Family(
+        runtime = Family(
             "rate_limit_runtime",
             "gauge",
             "1 while a runtime `dispatcher plans set` overrides the plan's config file limits.",
@@ -355,108 +285,88 @@ class DeploymentCollector(Collector):
         yield burst
         yield runtime
 
-    def _families(self, snap: Mapping[str, Mapping[str, str]]) -> Iterator[_Family]:
+    def _families(self, snap: Mapping[str, Mapping[str, str]]) -> Iterator[Family]:
         counters = {
-            field: _Family(name, "counter", doc, labels=("plan",))
+            field: Family(name, "counter", doc, labels=("plan",))
             for field, (name, doc) in _COUNTERS.items()
         }
-        batches = _Family(
+        batches = Family(
             "batches",
             "counter",
             "Batches that left the lane, by outcome: accepted by the provider or dead-lettered.",
-            labels=(
-                "plan",
-                "outcome",
-            ),
+            labels=("plan", "outcome"),
         )
-        responses = _Family(
+        responses = Family(
             "provider_responses",
             "counter",
             "Answers to POST /batches, by HTTP status (or transport error: timeout, dropped, "
             "connect) and provider code.",
-            labels=(
-                "plan",
-                "status",
-                "code",
-            ),
+            labels=("plan", "status", "code"),
         )
-        dead = _Family(
+        dead = Family(
             "dead_lettered_recipients",
             "counter",
             "Recipients put into the dead-letter queue, by the provider's code.",
-            labels=(
-                "plan",
-                "code",
-            ),
+            labels=("plan", "code"),
         )
-        lookups = _Family(
+        lookups = Family(
             "lookups",
             "counter",
             "Lookups by client_reference after an ambiguous failure: found at the provider "
             "(not resent) or missing (sent again).",
-            labels=(
-                "plan",
-                "result",
-            ),
+            labels=("plan", "result"),
         )
-        delivery = _Family(
+        delivery = Family(
             "delivery_reports",
             "counter",
             "Recipients by their final status in Sinch's delivery reports, each recipient once.",
-            labels=(
-                "plan",
-                "status",
-            ),
+            labels=("plan", "status"),
         )
-        callbacks = _Family(
+        callbacks = Family(
             "callbacks",
             "counter",
             "Callbacks received, by type and result (ok, orphaned, ignored, invalid, "
             "unauthorized).",
-            labels=(
-                "plan",
-                "type",
-                "result",
-            ),
+            labels=("plan", "type", "result"),
         )
-        queue = _Family(
+        queue = Family(
             "queue_recipients",
             "gauge",
             "Recipients waiting in the plan's lane (including the batch in flight).",
             labels=("plan",),
         )
-        age = _Family(
+        age = Family(
             "queue_oldest_age_seconds",
             "gauge",
             "Age of the batch at the head of the lane (0 when the lane is empty), by Redis time.",
             labels=("plan",),
         )
-        dlq = _Family(
+        dlq = Family(
             "dead_letter_recipients",
             "gauge",
             "Recipients currently in the dead-letter queue (not yet replayed or purged).",
             labels=("plan",),
         )
-        eff = _Family(
+        eff = Family(
             "effective_rate_per_second",
             "gauge",
             "Rate the plan's token bucket refills at now: the configured rate, or less while it "
             "recovers from 429s.  Not zeroed by an open circuit: see dispatcher_circuit_open.",
             labels=("plan",),
         )
-        circuit = _Family(
+        circuit = Family(
             "circuit_open",
             "gauge",
             "1 while the plan's circuit is open (sending stopped, queue kept, probing), else 0.",
             labels=("plan",),
         )
-        plan_paused = _Family(
+        plan_paused = Family(
             "plan_paused",
             "gauge",
             "1 while the plan is paused (`dispatcher plans pause`), else 0.",
             labels=("plan",),
         )
-        campaigns_paused = _Family(
+        campaigns_paused = Family(
             "campaigns_paused",
             "gauge",
             "Campaigns of the plan paused now (`dispatcher campaigns pause`, or halted by their "
@@ -554,31 +464,9 @@ def registry_for(settings: Settings, client: redis.Redis | None = None) -> Colle
     return registry
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """``GET`` any path: one scrape from ``render`` (gzip when asked, at the fastest level: a
-    10,000-plan scrape is ~20 MB of text, and level 9 would cost more than the scrape)."""
-
-    collector: DeploymentCollector
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        body = self.collector.render()
-        self.send_response(200)
-        self.send_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
-        if "gzip" in self.headers.get("Accept-Encoding", ""):
-            body = gzip.compress(body, compresslevel=1)
-            self.send_header("Content-Encoding", "gzip")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # one line per scrape would be noise
-
-
 def serve(settings: Settings, *, host: str, port: int) -> None:
     """Serve ``/metrics`` in the foreground until Ctrl-C or SIGTERM."""
-    handler = type("Handler", (_Handler,), {"collector": DeploymentCollector(settings)})
+    handler = type("Handler", (Handler,), {"collector": DeploymentCollector(settings)})
     try:
         httpd = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
