@@ -326,9 +326,68 @@ def one(n_plans: int, quick: bool) -> dict[str, Any]:
     return res
 
 
+def due_ops(n_plans: int = 10_000) -> list[list[Any]]:
+    """Redis time per operation on the schedule ``dsp:due`` holding ``n_plans`` plans
+    (commandstats usec_per_call): what sizes the shard that holds it (docs/scaling.md)."""
+    import random
+
+    from dispatcher.storage import keys
+    from dispatcher.storage.scripts import for_client
+
+    rows: list[list[Any]] = []
+    with LocalRedis() as server:
+        r = redis.Redis.from_url(server.url)
+        scripts = for_client(r)
+        plans = [_plan(i) for i in range(n_plans)]
+        far = int(time.time() * 1000) + 10**9
+        r.zadd(keys.DUE, dict.fromkeys(plans, far))
+
+        def measure(what: str, command: str, step: Any, times: int) -> None:
+            r.config_resetstat()
+            for k in range(times):
+                step(k)
+            stats: dict[str, Any] = r.info("commandstats")
+            rows.append([what, stats[f"cmdstat_{command}"]["usec_per_call"]])
+
+        rng = random.Random(1)
+        measure(
+            "ZADD (a due time)",
+            "zadd",
+            lambda k: r.zadd(keys.DUE, {rng.choice(plans): far + k}),
+            5_000,
+        )
+        measure(
+            "ZSCORE (the sweep, per plan)",
+            "zscore",
+            lambda k: r.zscore(keys.DUE, rng.choice(plans)),
+            5_000,
+        )
+        measure(
+            "schedule.lua (drain start and end)",
+            "evalsha",
+            lambda k: scripts.schedule(rng.choice(plans), 1000, "set"),
+            5_000,
+        )
+        measure(
+            "claim.lua, nothing due (an idle tick)",
+            "evalsha",
+            lambda k: scripts.claim(50, 20_000),
+            5_000,
+        )
+
+        def claim_50(k: int) -> None:
+            r.zadd(keys.DUE, dict.fromkeys(rng.sample(plans, 50), 0))
+            scripts.claim(50, 20_000)
+
+        measure("claim.lua, 50 plans due", "evalsha", claim_50, 300)
+        r.close()
+    return rows
+
+
 def run(quick: bool = False) -> str:
     started = time.monotonic()
     results = [one(n, quick) for n in (QUICK_SIZES if quick else SIZES)]
+    ops = due_ops()
     took = time.monotonic() - started
     rows = [
         [
@@ -429,6 +488,11 @@ def run(quick: bool = False) -> str:
                 for x in results
             )
             + ".",
+            "",
+            "Redis time per operation on the schedule `dsp:due` holding 10,000 plans "
+            "(commandstats usec_per_call, a private redis-server):",
+            "",
+            md_table(["operation", "µs of Redis time"], ops),
             "",
             f"_(plans benchmark took {took:.0f} s)_",
             "",
