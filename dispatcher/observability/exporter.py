@@ -25,7 +25,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from http.server import ThreadingHTTPServer
 from types import FrameType
 
 import redis
@@ -37,7 +36,7 @@ from prometheus_client.registry import Collector
 from dispatcher.config import Settings, redacted_url
 from dispatcher.errors import StorageError
 from dispatcher.models import DELIVERY_STATUSES
-from dispatcher.observability.textformat import PREFIX, Family, Handler, header, lines, text
+from dispatcher.observability.textformat import PREFIX, Family, header, lines, listen, text
 from dispatcher.storage.connect import connect
 from dispatcher.storage.fields import (
     SNAPSHOT_HEAD_AGE_MS,
@@ -466,14 +465,13 @@ def registry_for(settings: Settings, client: redis.Redis | None = None) -> Colle
 
 def serve(settings: Settings, *, host: str, port: int) -> None:
     """Serve ``/metrics`` in the foreground until Ctrl-C or SIGTERM."""
-    handler = type("Handler", (Handler,), {"collector": DeploymentCollector(settings)})
+    collector = DeploymentCollector(settings)
     try:
-        httpd = ThreadingHTTPServer((host, port), handler)
+        httpd = listen(host, port, collector)
     except OSError as exc:
         raise SystemExit(
             f"dispatcher: cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from None
-    httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
     thread.start()
     stop = threading.Event()

@@ -9,10 +9,11 @@ therefore describes each family once (``Family``) and this module writes its lin
 from __future__ import annotations
 
 import gzip
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Protocol, cast
 
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -108,3 +109,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per scrape would be noise
+
+
+class _V6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def listen(host: str, port: int, renderer: Renderer) -> ThreadingHTTPServer:
+    """A threading HTTP server answering every GET with ``renderer.render()`` (IPv6 when the
+    host is an IPv6 address, e.g. ``--host ::``, as prometheus-client's server did)."""
+    handler = type("BoundHandler", (Handler,), {"collector": renderer})
+    server = _V6Server if ":" in host else ThreadingHTTPServer
+    httpd = server((host, port), handler)
+    httpd.daemon_threads = True
+    return httpd
