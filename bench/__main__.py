@@ -25,6 +25,7 @@ MODULES = (
     "bench_celery_baseline",
     "bench_enqueue",
     "bench_callbacks",
+    "bench_plans",
     "bench_validation",
 )
 OPTIONAL = {"bench_validation"}
