@@ -21,6 +21,7 @@ from bench import ROOT, machine
 MODULES = (
     "bench_limiter",
     "bench_dispatch",
+    "bench_hotplan",
     "bench_celery_baseline",
     "bench_enqueue",
     "bench_callbacks",
