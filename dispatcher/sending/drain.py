@@ -112,6 +112,8 @@ class Sender:
         # Asked once a drain has slept its budget: are other drains queued for a worker slot?
         # The worker sets it (it knows the broker); without it a drain always gives way.
         self.others_waiting: Callable[[], bool] = lambda: True
+        # Asked before a token wait gives the slot back: keep it instead? (slot.py)
+        self.keeps: Callable[[PlanConfig, str, str, float], bool] = lambda *_: False
 
     # ------------------------------------------------------------ schedule
     def _schedule(self, plan: str, delay_s: float, mode: ScheduleMode = "set") -> None:
@@ -121,11 +123,11 @@ class Sender:
         self.lanes.release_and_schedule(plan, token, int(delay_s * 1000))
 
     # ------------------------------------------------------------ drain
-    def drain(self, plan_id: str) -> str:
+    def drain(self, plan_id: str, until: float | None = None) -> str:
         """Send the plan's head batches until it must wait, is empty, or the slice is used.
 
         Returns why it stopped (for logs and tests): empty, wait, cooldown, circuit, slice,
-        busy, lost, unconfigured, paused.
+        busy, lost, unconfigured, paused, kept.  ``until`` (monotonic) ends the slice then.
         """
         plan = self.settings.plans.get(plan_id)
         if plan is None:
@@ -144,15 +146,18 @@ class Sender:
             self._schedule(plan_id, max(0, lease.pttl_ms) / 1000 + 0.05, "lt")
             return "busy"
         # Safety net: if this process dies, the plan comes due again after the lease expires.
-        head = self.lanes.start(plan_id, ttl_ms + 1000)
+        return self.resume(plan, lease.token, self.lanes.start(plan_id, ttl_ms + 1000), until)
+
+    def resume(self, plan: PlanConfig, token: str, head: str | None, until: float | None) -> str:
+        """Send under the lease ``token`` from ``head`` on (also a plan kept through a wait)."""
         try:
-            return self._loop(plan, lease.token, head)
+            return self._loop(plan, token, head, until)
         except _Lost:
-            log.warning("plan %s: lease lost to another sender; stopping this drain", plan_id)
+            log.warning("plan %s: lease lost to another sender; stopping this drain", plan.id)
             return "lost"
 
-    def _loop(self, plan: PlanConfig, token: str, head: str | None) -> str:
-        deadline = time.monotonic() + self.timing.slice_s
+    def _loop(self, plan: PlanConfig, token: str, head: str | None, until: float | None) -> str:
+        deadline = time.monotonic() + self.timing.slice_s if until is None else until
         ttl_ms = int(self.timing.lease_ttl_s * 1000)
         slept = 0.0
         taken: Take | None = None
@@ -186,6 +191,8 @@ class Sender:
                     slept += wait_s
                     time.sleep(wait_s)
                     continue
+                if isinstance(r, Wait) and self.keeps(plan, token, head, wait_s):
+                    return "kept"
                 self._release_and_schedule(plan.id, token, max(0.0, wait_s - self.timing.lead_s))
                 return _WAITS[type(r)]
             if isinstance(r, Unknown):
@@ -211,7 +218,7 @@ class Sender:
             if isinstance(taken, Go):
                 continue  # its tokens are taken and it is marked in flight: send it first
             if time.monotonic() > deadline and head is not None:
-                if self.others_waiting():
+                if until is not None or self.others_waiting():
                     self._release_and_schedule(plan.id, token, 0)
                     return "slice"
                 # Nobody is queued for the slot: a new slice, without a hand-over gap.
