@@ -22,6 +22,7 @@ MODULES = (
     "bench_limiter",
     "bench_dispatch",
     "bench_window",
+    "bench_hotplan",
     "bench_celery_baseline",
     "bench_enqueue",
     "bench_callbacks",

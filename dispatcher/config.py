@@ -101,9 +101,13 @@ class WorkerConfig:
     inline_wait_s: float = 0.25  # shorter waits are slept in the task ...
     lead_s: float = 0.1  # ... longer ones are scheduled this much early, then slept
     sleep_budget_s: float = 0.25  # a drain sleeps at most this long in all, then gives back
+    # A drain whose plan waits less than slice_s for tokens keeps the lease and the slot
+    # (serving other due plans meanwhile) for at most this long, then passes its turn on.
+    keep_s: float = 10.0
     # The ticker (sending.scheduler): starts due drains in every worker host.
     tick_s: float = 0.05
     claim_max: int = 50  # due plans claimed per tick
+    queue_max: int = 50  # ... while fewer drain tasks than this wait in the broker
     claim_s: float = 20.0  # a claimed plan comes due again after this, should its drain be lost
     sweep_s: float = 10.0  # how often lanes without a schedule are looked for
     # The provider client and Redis.
@@ -142,6 +146,12 @@ class WorkerConfig:
             found.append(("slice_s", "must be < lease_ttl_s"))
         if self.sleep_budget_s > self.slice_s:
             found.append(("sleep_budget_s", "must be <= slice_s"))
+        if self.keep_s + self.slice_s >= BROKER_VISIBILITY_S / 2:
+            # A task that runs past the broker's visibility timeout is delivered again.
+            found.append(
+                ("keep_s", f"keep_s + slice_s must be < {BROKER_VISIBILITY_S / 2:g} s "
+                 f"(half the broker's visibility timeout)")
+            )  # fmt: skip
         if self.lead_s >= self.inline_wait_s:
             found.append(("lead_s", "must be < inline_wait_s"))
         if self.http_connect_timeout_s > self.http_timeout_s:
@@ -156,11 +166,14 @@ class WorkerConfig:
             if getattr(self, base) > getattr(self, cap):
                 found.append((base, f"must be <= {cap}"))
         found += [
-            (k, "must be a whole number") for k in ("max_attempts", "claim_max")
+            (k, "must be a whole number") for k in ("max_attempts", "claim_max", "queue_max")
             if not _is_int(getattr(self, k))
         ]  # fmt: skip
         return found
 
+
+BROKER_VISIBILITY_S = 120.0
+"""The Redis broker's visibility timeout (sending/app.py): a drain task must end well within it."""
 
 COMMIT_MARGIN_S = 2.0
 """What a commit after the POST may take, inside the lease (the fenced commit is one script)."""

@@ -148,6 +148,8 @@ def test_worker_table_sets_the_knobs_and_the_runtime_uses_them(tmp_path: Path) -
         ("slice_s = 15", "worker.slice_s", "must be < lease_ttl_s"),
         ("sleep_budget_s = 3", "worker.sleep_budget_s", "must be <= slice_s"),
         ("lead_s = 0.3", "worker.lead_s", "must be < inline_wait_s"),
+        ("keep_s = 58", "worker.keep_s", "keep_s + slice_s must be < 60 s"),
+        ("queue_max = 0.5", "worker.queue_max", "whole number"),
         (
             "http_connect_timeout_s = 11",
             "worker.http_connect_timeout_s",

@@ -17,7 +17,7 @@ import click
 import redis
 from celery import Celery, Task, bootsteps, signals
 
-from dispatcher.config import Settings
+from dispatcher.config import BROKER_VISIBILITY_S, Settings
 from dispatcher.errors import ConfigError
 
 log = logging.getLogger("dispatcher.worker")
@@ -74,7 +74,7 @@ class DispatcherCelery(Celery):
             "task_ignore_result": True,
             "task_default_queue": QUEUE,
             "broker_connection_retry_on_startup": True,
-            "broker_transport_options": {"visibility_timeout": 120},
+            "broker_transport_options": {"visibility_timeout": BROKER_VISIBILITY_S},
             "worker_send_task_events": False,
             # Running drains keep going through a broker blip: they need the state Redis, not
             # the broker, and cancelling them would only leave their leases to expire.
@@ -91,23 +91,34 @@ def create_app(settings: Settings | None = None) -> DispatcherCelery:
     return app
 
 
+def queued_drains(app: Celery) -> int:
+    """Drain tasks waiting in the broker for a worker slot (Redis and AMQP brokers alike);
+    raises when the broker cannot be asked."""
+    with app.pool.acquire(block=True, timeout=1) as conn:
+        channel = conn.default_channel  # type: ignore[attr-defined]
+        ok = channel.queue_declare(queue=QUEUE, passive=True)
+        return int(ok.message_count)
+
+
 def _register_drain(app: DispatcherCelery) -> Task[[str], str]:
     def drains_queued() -> bool:
         """True when drain tasks wait in the broker for a worker slot (all slots are busy)."""
         try:
-            with app.pool.acquire(block=True, timeout=1) as conn:
-                channel = conn.default_channel  # type: ignore[attr-defined]
-                ok = channel.queue_declare(queue=QUEUE, passive=True)
-                return bool(ok.message_count)
+            return queued_drains(app) > 0
         except Exception:
             return True  # when in doubt, give the slot back
 
     @app.task(name=DRAIN_TASK, ignore_result=True)
     def drain(plan: str) -> str:
-        """Send the plan's head batches until it must wait, is empty, or its slice is used."""
+        """Send the plan's head batches, keeping it through short token waits (slot.py)."""
+        from dispatcher.sending import slot
+
         sender = app.runtime.sender
         sender.others_waiting = drains_queued
-        return str(sender.drain(plan))
+        w = app.settings.worker
+        return slot.run(
+            sender, plan, keep_s=w.keep_s, claim_ms=int(w.claim_s * 1000), poll_s=w.tick_s
+        )
 
     return drain
 
@@ -175,12 +186,20 @@ class _Lifecycle:
         def start(plan: str) -> None:
             drain.apply_async((plan,))
 
+        def backlog() -> int:
+            try:
+                return queued_drains(self.app)
+            except Exception:
+                return 0  # the broker cannot be asked: claim as before, sending will tell
+
         w = settings.worker
         self.ticker = Ticker(
             self.app.runtime.redis,
             start,
             interval_s=w.tick_s,
             claim_max=int(w.claim_max),
+            backlog=backlog,
+            queue_max=int(w.queue_max),
             claim_s=w.claim_s,
             sweep_every_s=w.sweep_s,
             heartbeat=Heartbeat(default_path(), str(getattr(sender, "hostname", "") or "worker")),

@@ -1,17 +1,16 @@
 """Drain one plan's lane: the send loop.
 
 One ``drain(plan)`` holds the plan's lease (one sender per plan, so the provider sees the
-plan's batches in lane order), and then per batch makes two Redis round trips around the
-POST: ``take`` (lease, plan state, token bucket, in-flight mark; returns the stored,
-ready-to-send body and every batch field the outcome needs) and ``commit``/``hold`` (the
-outcome, fenced by the lease).  Under a backlog the commit also takes the next batch, so a
-batch costs one round trip.  No per-recipient work happens here: enqueue stored the bodies
-ready to POST, and no Redis layout either: that is ``dispatcher.storage``.
+plan's batches in lane order) and per batch makes one Redis round trip beside the POST under a
+backlog: the commit of a batch's outcome, fenced by the lease, also takes the next (lease, plan
+state, token bucket, in-flight mark; the stored, ready-to-send body).  No per-recipient work
+happens here (enqueue stored the bodies ready to POST), and no Redis layout (``storage``).
+``max_in_flight`` > 1 or ``prefetch_take`` hand the POSTs to ``window.py``.
 
-A drain never sleeps long in a worker slot.  When the plan must wait (tokens, a cool-down, an
-open circuit) longer than ``inline_wait_s``, it writes the plan's due time into the schedule
-and returns; a ticker starts the next drain when it is due (``scheduler.py``).  A drain also
-gives its slot back after ``slice_s`` so that many plans share few workers fairly.
+A drain never sleeps long in a worker slot.  When the plan must wait longer than
+``inline_wait_s``, it writes its due time into the schedule and returns (the ticker,
+``scheduler.py``, starts the next drain), unless ``slot.py`` keeps the plan and serves other
+due plans in the wait.  A drain gives its slot back after ``slice_s``, so plans share workers.
 """
 
 from __future__ import annotations
@@ -119,6 +118,8 @@ class Sender:
         self.others_waiting: Callable[[], bool] = lambda: True
         # The threads a window's POSTs run on (max_in_flight > 1), made when first needed.
         self._posts: ThreadPoolExecutor | None = None
+        # Asked before a token wait gives the slot back: keep it instead? (slot.py)
+        self.keeps: Callable[[PlanConfig, str, str, float], bool] = lambda *_: False
 
     # ------------------------------------------------------------ schedule
     def _schedule(self, plan: str, delay_s: float, mode: ScheduleMode = "set") -> None:
@@ -128,20 +129,16 @@ class Sender:
         self.lanes.release_and_schedule(plan, token, int(delay_s * 1000))
 
     # ------------------------------------------------------------ drain
-    def drain(self, plan_id: str) -> str:
+    def drain(self, plan_id: str, until: float | None = None) -> str:
         """Send the plan's head batches until it must wait, is empty, or the slice is used.
 
         Returns why it stopped (for logs and tests): empty, wait, cooldown, circuit, slice,
-        busy, lost, unconfigured, paused.
+        busy, lost, unconfigured, paused, kept.  ``until`` (monotonic) ends the slice then.
         """
         plan = self.settings.plans.get(plan_id)
         if plan is None:
-            log.error(
-                "plan %s has queued batches but is not in this worker's config (%s); "
-                "its queue is kept, retrying in 60 s",
-                plan_id,
-                self.settings.source,
-            )
+            log.error("plan %s has queued batches but is not in this worker's config (%s); its "
+                      "queue is kept, retrying in 60 s", plan_id, self.settings.source)  # fmt: skip
             self._schedule(plan_id, 60.0, "lt")
             return "unconfigured"
         ttl_ms = int(self.timing.lease_ttl_s * 1000)
@@ -151,15 +148,18 @@ class Sender:
             self._schedule(plan_id, max(0, lease.pttl_ms) / 1000 + 0.05, "lt")
             return "busy"
         # Safety net: if this process dies, the plan comes due again after the lease expires.
-        head = self.lanes.start(plan_id, ttl_ms + 1000)
+        return self.resume(plan, lease.token, self.lanes.start(plan_id, ttl_ms + 1000), until)
+
+    def resume(self, plan: PlanConfig, token: str, head: str | None, until: float | None) -> str:
+        """Send under the lease ``token`` from ``head`` on (also a plan kept through a wait)."""
         try:
-            return self._loop(plan, lease.token, head)
+            return self._loop(plan, token, head, until)
         except _Lost:
-            log.warning("plan %s: lease lost to another sender; stopping this drain", plan_id)
+            log.warning("plan %s: lease lost to another sender; stopping this drain", plan.id)
             return "lost"
 
-    def _loop(self, plan: PlanConfig, token: str, head: str | None) -> str:
-        deadline = time.monotonic() + self.timing.slice_s
+    def _loop(self, plan: PlanConfig, token: str, head: str | None, until: float | None) -> str:
+        deadline = time.monotonic() + self.timing.slice_s if until is None else until
         ttl_ms = int(self.timing.lease_ttl_s * 1000)
         slept = 0.0
         taken: Take | None = None
@@ -195,6 +195,8 @@ class Sender:
                     slept += wait_s
                     time.sleep(wait_s)
                     continue
+                if isinstance(r, Wait) and self.keeps(plan, token, head, wait_s):
+                    return "kept"
                 self._release_and_schedule(plan.id, token, max(0.0, wait_s - self.timing.lead_s))
                 return _WAITS[type(r)]
             if isinstance(r, Unknown):
@@ -223,7 +225,7 @@ class Sender:
             if isinstance(taken, Go):
                 continue  # its tokens are taken and it is marked in flight: send it first
             if time.monotonic() > deadline and head is not None:
-                if self.others_waiting():
+                if until is not None or self.others_waiting():
                     self._release_and_schedule(plan.id, token, 0)
                     return "slice"
                 # Nobody is queued for the slot: a new slice, without a hand-over gap.

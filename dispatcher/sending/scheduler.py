@@ -4,8 +4,14 @@ No beat process (CONTRACT.md guarantee 5): every worker host runs one ticker thr
 due plans from the ``due`` schedule (atomically, so each due plan is claimed by one host) and
 sends a drain task for each.  A plan waiting for tokens or a cool-down therefore holds no
 worker slot and no countdown task (which the Redis broker would deliver twice past its
-visibility timeout, PEERS.md 2).  A slow sweep re-kicks any plan with a non-empty lane that
-somehow has neither a lease nor a due time, so nothing queued can be forgotten.
+visibility timeout, PEERS.md 2).
+
+The ticker only tops the broker queue up to ``queue_max`` waiting drains: the schedule (due
+order) is the queue, not the broker (claim order).  So a claim is never minutes old when its
+task runs, and slots that keep a plan through a short wait (``slot.py``) find the plans due
+next in the schedule, in due order, to serve meanwhile.  A slow sweep re-kicks any plan with a
+non-empty lane that somehow has neither a lease nor a due time, so nothing queued can be
+forgotten.
 """
 
 from __future__ import annotations
@@ -37,7 +43,11 @@ class Ticker(threading.Thread):
         claim_s: float = WorkerConfig.claim_s,
         sweep_every_s: float = WorkerConfig.sweep_s,
         heartbeat: Heartbeat | None = None,
+        backlog: Callable[[], int] | None = None,
+        queue_max: int = WorkerConfig.queue_max,
     ) -> None:
+        """``backlog`` tells how many drain tasks wait in the broker; without it the ticker
+        claims whatever is due (tests that run drains themselves)."""
         super().__init__(name="dispatcher-ticker", daemon=True)
         self.r = client
         self.start_drain = start_drain
@@ -46,6 +56,9 @@ class Ticker(threading.Thread):
         self.claim_ms = int(claim_s * 1000)
         self.sweep_every_s = sweep_every_s
         self.heartbeat = heartbeat
+        self.backlog = backlog
+        self.queue_max = queue_max
+        self._more = False  # the last tick claimed all it could: more may be due
         self._stop = threading.Event()
         self._scripts = for_client(client)
 
@@ -59,7 +72,7 @@ class Ticker(threading.Thread):
             if self.heartbeat is not None:
                 self.heartbeat.beat(redis_up=down_since is None)
             try:
-                plans = self.tick()
+                self.tick()
                 if time.monotonic() - last_sweep > self.sweep_every_s:
                     self.sweep()
                     last_sweep = time.monotonic()
@@ -82,13 +95,21 @@ class Ticker(threading.Thread):
                 log.exception("ticker: failed to start drains; retrying")
                 self._stop.wait(1.0)
                 continue
-            if len(plans) < self.claim_max:
+            if not self._more:
                 self._stop.wait(self.interval_s)
 
+    def room(self) -> int:
+        """How many drains this tick may start: claim_max, less what the broker is full by."""
+        if self.backlog is None:
+            return self.claim_max
+        return max(0, min(self.claim_max, self.queue_max - self.backlog()))
+
     def tick(self) -> list[str]:
-        plans = self._scripts.claim(self.claim_max, self.claim_ms)
+        n = self.room()
+        plans = self._scripts.claim(n, self.claim_ms) if n else []
         for plan in plans:
             self.start_drain(plan)
+        self._more = bool(n) and len(plans) == n
         return plans
 
     def sweep(self) -> int:

@@ -12,7 +12,7 @@ import redis
 from dispatcher.storage import keys
 from dispatcher.storage.base import as_text
 from dispatcher.storage.fields import State, Stats
-from dispatcher.storage.scripts import Scripts, for_client, idle_answer
+from dispatcher.storage.scripts import ScheduleMode, Scripts, for_client, idle_answer
 
 
 class Lanes:
@@ -33,10 +33,12 @@ class Lanes:
         _, head = pipe.execute()
         return as_text(head) if head else None
 
-    def release_and_schedule(self, plan: str, token: str, delay_ms: int) -> None:
+    def release_and_schedule(
+        self, plan: str, token: str, delay_ms: int, mode: ScheduleMode = "set"
+    ) -> None:
         pipe = self.r.pipeline(transaction=False)
         self.scripts.release(plan, token, pipe=pipe)
-        self.scripts.schedule(plan, delay_ms, "set", pipe=pipe)
+        self.scripts.schedule(plan, delay_ms, mode, pipe=pipe)
         pipe.execute()
 
     def release_idle(self, plan: str, token: str) -> None:
@@ -58,6 +60,10 @@ class Lanes:
             self.r.zadd(keys.DUE, {plan: 0}, lt=True)
         elif idle.next_admit_ms is not None:
             self.r.zadd(keys.DUE, {plan: idle.next_admit_ms}, lt=True)
+
+    def queued(self, plan: str) -> int:
+        """Entries in the plan's lane (batches, and markers of paused campaigns)."""
+        return int(self.r.llen(keys.lane(plan)))
 
     def probes(self, plan: str) -> int:
         """How many probes the plan's open circuit has made (0 when closed)."""

@@ -139,7 +139,7 @@ def _take(r: list[Any]) -> Take:
     raise RuntimeError(f"take.lua answered {kind!r}")
 
 
-ScheduleMode = Literal["set", "lt"]
+ScheduleMode = Literal["set", "lt", "head"]
 HoldKind = Literal["retry", "ratewait", "circuit", "notfound", "suspect"]
 
 

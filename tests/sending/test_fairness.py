@@ -12,6 +12,7 @@ import redis
 
 from dispatcher import Campaign, Dispatcher
 from sinch_simulator import Simulator
+from tests.support.checks import assert_envelope
 from tests.support.deploy import Deployment, wait_until
 from tests.support.numbers import mobiles
 
@@ -60,6 +61,8 @@ def test_thousand_plans_all_finish_beside_a_busy_and_a_failing_plan(
     # The busy plan kept sending meanwhile (it was not starved either); it is still sending,
     # so the provider may already hold a batch its status does not count yet.
     assert len(sim.accepted_recipients("hog")) >= hog_status.sent > 0
+    # Its drain kept its slot through its waits (slot.py) and still fits its envelope.
+    assert_envelope(sim, "hog", 40, 40)
 
 
 def test_a_drain_that_only_waits_gives_its_worker_slot_back(
@@ -86,3 +89,92 @@ def test_a_drain_that_only_waits_gives_its_worker_slot_back(
     assert outcome == "wait"
     assert len(sim.arrivals("waity")) <= 6  # the burst, and at most one budget of sleeping
     assert r.zscore("dsp:due", "waity") is not None  # it comes back when its tokens are there
+
+
+def _enqueue(d: Dispatcher, plan: str, n: int, seed: int) -> list[str]:
+    numbers = mobiles(n, seed=seed)
+    d.enqueue(Campaign(plan=plan, sender="Acme", body="Hi", recipients=["+" + x for x in numbers]))
+    return numbers
+
+
+def test_a_plan_under_backlog_keeps_its_slot_and_serves_due_plans_in_its_waits(
+    deploy: Callable[..., Deployment], sim: Simulator, r: redis.Redis
+) -> None:
+    """Issue 14: a plan whose batch is its whole burst waits about a second before each next
+    batch.  Its drain task keeps the lease through those waits (it does not queue again behind
+    other plans' drains) and serves the plans that are due meanwhile, so the small plans are all
+    sent between the busy plan's first and second batch, each once, and the busy plan's batches
+    stay in order."""
+    from dispatcher.sending import slot
+    from dispatcher.sending.drain import Sender
+    from dispatcher.sinch.client import SinchClient
+    from dispatcher.storage import keys
+
+    small = [f"q{i}" for i in range(5)]
+    dep = deploy([("busy", 20, {"batch_size": 20})] + [(p, 10) for p in small])
+    d = Dispatcher(dep.settings, r)
+    busy = _enqueue(d, "busy", 60, 21)  # 3 batches of 20 at 20/s: two waits of ~1 s
+    expected = {p: _enqueue(d, p, 2, 30 + i) for i, p in enumerate(small)}
+    r.zadd(keys.DUE, {"busy": 0})  # the busy plan's task is the one that runs
+    http = SinchClient(timeout_s=5)
+    try:
+        outcome = slot.run(
+            Sender(dep.settings, r, http), "busy", keep_s=30, claim_ms=20_000, poll_s=0.02
+        )
+    finally:
+        http.close()
+    assert outcome == "empty"
+    assert sim.accepted_recipients("busy") == busy
+    for p in small:
+        assert sim.accepted_recipients(p) == expected[p]
+    order = [a.plan for a in sorted(sim.arrivals(), key=lambda a: a.t)]
+    first, second = order.index("busy"), order.index("busy", order.index("busy") + 1)
+    assert set(order[first + 1 : second]) == set(small), order
+    assert r.get(keys.lease("busy")) is None
+    assert r.zscore(keys.DUE, "busy") is None
+
+
+def test_a_kept_plan_passes_its_turn_on_first_in_line(
+    deploy: Callable[..., Deployment], sim: Simulator, r: redis.Redis
+) -> None:
+    """At the end of its keep budget the task gives the plan's lease back and puts the plan at
+    the head of the schedule, ahead of plans that were due before it: passing the turn on must
+    not send a plan under backlog to the back of a long queue."""
+    from dispatcher.sending import slot
+    from dispatcher.sending.drain import Sender
+    from dispatcher.sinch.client import SinchClient
+    from dispatcher.storage import keys
+
+    dep = deploy([("busy", 20, {"batch_size": 20}), ("other", 10)])
+    d = Dispatcher(dep.settings, r)
+    _enqueue(d, "busy", 60, 41)
+    r.zadd(keys.DUE, {"early": 1, "other": 2})  # due long ago, still waiting for a slot
+    http = SinchClient(timeout_s=5)
+    try:
+        sender = Sender(dep.settings, r, http)
+        outcome = slot.run(sender, "busy", keep_s=0.001, claim_ms=20_000, poll_s=0.02)
+    finally:
+        http.close()
+    assert outcome == "handed"
+    assert len(sim.arrivals("busy")) == 1
+    assert r.get(keys.lease("busy")) is None
+    assert r.zrange(keys.DUE, 0, 0) == [b"busy"]
+
+
+def test_the_ticker_tops_the_broker_queue_up_in_due_order(r: redis.Redis) -> None:
+    """The schedule is the queue: the ticker claims only what fits below queue_max waiting
+    drains, earliest due first, and leaves the rest due in the schedule for the next tick (or a
+    kept slot) instead of piling them into the broker in claim order."""
+    from dispatcher.sending.scheduler import Ticker
+    from dispatcher.storage import keys
+
+    r.zadd(keys.DUE, {f"p{i}": 100 + i for i in range(10)})
+    started: list[str] = []
+    waiting = [47]
+    t = Ticker(r, started.append, claim_max=50, queue_max=50, backlog=lambda: waiting[0])
+    assert t.tick() == ["p0", "p1", "p2"]
+    waiting[0] = 50
+    assert t.tick() == []
+    waiting[0] = 0
+    assert t.tick() == [f"p{i}" for i in range(3, 10)]
+    assert started == [f"p{i}" for i in range(10)]
