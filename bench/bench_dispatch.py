@@ -65,10 +65,14 @@ def ceiling(quick: bool) -> str:
     sizes = [(1000, 100_000 if quick else 400_000), (100, 30_000 if quick else 100_000)]
     rounds = 3 if quick else ROUNDS
     rows: list[list[Any]] = []
-    # Each size twice: the send loop as it was (one Redis round trip between two POSTs) and
-    # with prefetch_take (the next batch taken while the POST before it is in flight).
-    variants = [("disp", False), ("pf", True)]
-    plans = [f"{kind}-{size}" for size, _ in sizes for kind in ("bare", "disp", "pf")]
+    # Each size three ways: the send loop as it was (one Redis round trip between two POSTs),
+    # with prefetch_take (the next batch taken while the POST before it is in flight), and a
+    # window of two (max_in_flight = 2: two POSTs at once, which strict FIFO does not allow).
+    variants: list[tuple[str, dict[str, Any]]] = [
+        ("disp", {}), ("pf", {"prefetch_take": True}), ("w2", {"max_in_flight": 2}),
+    ]  # fmt: skip
+    labels = {"disp": "as before", "pf": "prefetch_take", "w2": "max_in_flight = 2"}
+    plans = [f"{kind}-{size}" for size, _ in sizes for kind in ("bare", "disp", "pf", "w2")]
     with (
         LocalRedis() as server,
         SimProcess([SimPlan(p, token_of(p), 0) for p in plans]) as sim,
@@ -76,9 +80,9 @@ def ceiling(quick: bool) -> str:
             server.url,
             sim.url,
             [
-                (f"{kind}-{size}", 1_000_000, {"batch_size": size, "prefetch_take": pf})
+                (f"{kind}-{size}", 1_000_000, {"batch_size": size, **extra})
                 for size, _ in sizes
-                for kind, pf in variants
+                for kind, extra in variants
             ],
         ) as dep,
     ):
@@ -112,11 +116,11 @@ def ceiling(quick: bool) -> str:
                     if total != per_round:
                         raise RuntimeError(f"{plan.id}: {total} of {per_round} recipients arrived")
                     results[kind].append((bare_rate, disp_rate))
-            for kind, pf in variants:
+            for kind, _ in variants:
                 res = sorted(results[kind], key=lambda x: x[1] / x[0])
                 bare_rate, disp_rate = res[rounds // 2]
                 rows.append(
-                    [size, "prefetch_take" if pf else "as before", per_round, per_round // size,
+                    [size, labels[kind], per_round, per_round // size,
                      bare_rate, disp_rate, f"{disp_rate / bare_rate:.2f}",
                      " / ".join(f"{b / a:.2f}" for a, b in res)]
                 )  # fmt: skip
@@ -131,9 +135,10 @@ def ceiling(quick: bool) -> str:
             f"in {rounds} alternating rounds of about 1 s of the bare client each (median "
             "shown), each round measuring the bare client right before each dispatcher "
             "variant: as before (the commit of a batch and the take of the next in one round "
-            "trip between two POSTs) and with `prefetch_take` (that round trip overlapping the "
-            "next POST). "
-            "A plan has one sender at a time (FIFO), so one sequential client is the ceiling. "
+            "trip between two POSTs), with `prefetch_take` (that round trip overlapping the "
+            "next POST) and with `max_in_flight = 2` (two POSTs at once). "
+            "A plan has one sender at a time (FIFO), so one sequential client is the ceiling "
+            "of strict order; a window of two is not strict order, and may pass it. "
             "Target: ratio >= 0.9.",
             "",
             md_table(
