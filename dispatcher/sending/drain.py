@@ -33,7 +33,7 @@ from dispatcher.errors import LookupFailed
 from dispatcher.observability.histograms import REQUEST_DURATION, TOKEN_WAIT
 from dispatcher.sending import policy
 from dispatcher.sending.policy import Action, Backoff, age_s, decide, sibling_of, status_of
-from dispatcher.sending.window import WindowLost, window_for
+from dispatcher.sending.window import _WindowLost, window_for
 from dispatcher.sinch import payload as batch_body
 from dispatcher.sinch.client import ProviderResponse, SinchClient
 from dispatcher.storage.lanes import Lanes
@@ -246,7 +246,7 @@ class Sender:
             return _Next(
                 window_for(self, plan, token, deadline, self._posts, record).run(head, first)
             )
-        except WindowLost:
+        except _WindowLost:
             raise _Lost from None
 
     # ------------------------------------------------------------ outcomes

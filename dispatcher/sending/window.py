@@ -27,8 +27,9 @@ if TYPE_CHECKING:
     from dispatcher.sending.drain import Sender
 
 
-class WindowLost(Exception):
-    """The lease passed to another sender during the window."""
+class _WindowLost(Exception):
+    """The lease passed to another sender during the window (the drain turns it into its own
+    lease-lost stop; private, as every exception outside errors.py is)."""
 
 
 class Recorded(Protocol):
@@ -141,7 +142,7 @@ class Window:
         if t is None:
             return
         if isinstance(t, Lost):
-            raise WindowLost
+            raise _WindowLost
         if isinstance(t, Go):
             self._start(bid, t)
             self._next = t.next_id
@@ -173,7 +174,7 @@ def window_for(
 
     def give_back(bid: str, go: Go) -> None:
         if not sender.scripts.give_back(plan.id, token, bid, go.n, plan.burst):
-            raise WindowLost
+            raise _WindowLost
 
     return Window(
         plan.max_in_flight, posts, lambda body: sender.http.send_batch(plan, body), take, record,
