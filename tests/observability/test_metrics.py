@@ -363,13 +363,25 @@ def test_worker_host_adds_up_every_pool_process(
     wait_worker_metrics(worker, port, dep)
     assert not stale.exists(), "files of an earlier run must be wiped at worker start"
     wait_until(all_done(d, ids), 180, "all campaigns done")
+
+    looks = iter(range(1_000_000))
+
+    def observers() -> set[str]:
+        scratch = tmp_path / f"look{next(looks)}"
+        files = per_file_counts(mp_dir, "dispatcher_request_duration_seconds", scratch)
+        return {pid for pid, counts in files.items() if sum(counts.values()) > 0}
+
+    # A drain task may keep its slot through a whole short campaign (sending/slot.py), so few
+    # tasks run; a child is replaced once its one task has returned.  Wait for that.
+    wait_until(
+        lambda: any(not _alive(int(pid)) for pid in observers()), 60,
+        "an observing child to exit after its one task",
+    )  # fmt: skip
     text, _ = scrape(port)
     served = histogram_counts(text, "dispatcher_request_duration_seconds")
     files = per_file_counts(mp_dir, "dispatcher_request_duration_seconds", tmp_path / "scratch")
     contributing = {pid for pid, counts in files.items() if sum(counts.values()) > 0}
     assert len(contributing) >= 2, f"expected several pool processes to observe, got {files}"
-    pids_alive = {pid for pid in contributing if _alive(int(pid))}
-    assert pids_alive != contributing, "some observing children must have exited already"
     for plan in ("gamma", "delta"):
         assert served[plan] == sum(c.get(plan, 0) for c in files.values()), plan
         assert served[plan] == len(sim.arrivals(plan)), plan
