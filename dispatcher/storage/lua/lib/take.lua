@@ -22,16 +22,17 @@
 -- Batches dropped in one call at most (an expired campaign's run), so a call stays short.
 local DROP_MAX = 500
 
--- The plan's state for a take (HMGET fields in the order take_head reads them); scheduled
+-- The plan's state for a take (HMGET fields in the order take_head reads them), and the rate
+-- and burst in force (a runtime `plans set` wins over the caller's configured ones); scheduled
 -- campaigns now due join the lane's tail first: they never go ahead of what is queued.
-local function plan_state(prefix, lane_key, state_key, now_ms)
+local function plan_state(prefix, lane_key, state_key, now_ms, rate, burst)
   local st = redis.call('HMGET', state_key, 'cooldown_until', 'circuit', 'probe_at', 'eff_rate',
     'paused', 'rate', 'burst', 'batch_size')
   local due = next_admission(prefix)
   if due and tonumber(due) <= now_ms then
     admit(prefix, lane_key, now_ms)
   end
-  return st
+  return st, tonumber(st[6] or rate), tonumber(st[7] or burst)
 end
 
 -- The plan may send now: nil, or the refusal (circuit open, cooling down).
@@ -57,12 +58,11 @@ local function take_head(prefix, lease_key, lane_key, state_key, bucket_key, bat
     return refused
   end
 
-  local st = plan_state(prefix, lane_key, state_key, now_ms)
+  local st
+  st, rate, burst = plan_state(prefix, lane_key, state_key, now_ms, rate, burst)
   if st[5] then
     return {'paused'}
   end
-  if st[6] then rate = tonumber(st[6]) end
-  if st[7] then burst = tonumber(st[7]) end
 
   local b = redis.call('HMGET', batch_key, 'n', 'inflight', 'first_at', 'payload', 'campaign',
     'fails', 'waits', 'suspect', 'then_suspect', 'ctl', 'exp', 'sv')
@@ -155,12 +155,11 @@ local function take_after(prefix, lease_key, lane_key, state_key, bucket_key, ba
     i = i + #chunk
   end
 
-  local st = plan_state(prefix, lane_key, state_key, now_ms)
+  local st
+  st, rate, burst = plan_state(prefix, lane_key, state_key, now_ms, rate, burst)
   if st[5] then
     return {'paused'}
   end
-  if st[6] then rate = tonumber(st[6]) end
-  if st[7] then burst = tonumber(st[7]) end
   local blocked = plan_blocked(st, now_ms)
   if blocked then
     return blocked
