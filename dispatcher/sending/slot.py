@@ -5,8 +5,9 @@ with batches of 400: a second).  Giving the slot back for that wait sent the pla
 to the back of the broker queue, behind every drain other plans had queued meanwhile: beside
 1,000 new small plans it waited 4 s there, and its bucket (full after one batch) lost all of it
 (issue 14: 74-85% of its rate).  So the task keeps its plan's lease through such a wait and,
-meanwhile, serves other plans that are due, claimed from the schedule in due order, each until
-its own plan's tokens are there.  The slot is never idle while other plans are due, and the
+meanwhile, serves other plans that are due, claimed from the schedule in due order (and, when
+none is due, plans whose drain task waits in the broker behind kept slots), each until its own
+plan's tokens are there.  The slot is never idle while other plans are due, and the
 plan resumes on time, whatever the length of the queue.
 
 The task ends after ``keep_s`` (a worker's warm shutdown waits for it, and other hosts' slots
@@ -80,10 +81,11 @@ def hand_back(sender: Sender, k: Kept) -> None:
 
 def serve_until(sender: Sender, at: float, *, claim_ms: int, poll_s: float) -> int:
     """Drain other due plans, one at a time in due order, until ``at`` (monotonic); sleep when
-    none is due.  Returns how many drains ran."""
+    none is due.  With none due, a plan whose drain task waits in the broker is served too:
+    when every slot keeps a plan, nothing else would run it.  Returns how many drains ran."""
     served = 0
     while (left := at - time.monotonic()) > MARGIN_S:
-        due = sender.scripts.claim(1, claim_ms)
+        due = sender.scripts.claim(1, claim_ms, "slot")
         if not due:
             time.sleep(min(left, poll_s))
             continue

@@ -2,8 +2,8 @@
 
 All keys of one plan carry the hash tag ``{plan}``, so a plan's scripts touch one slot and the
 layout runs unchanged on Redis Cluster.  The deployment-wide keys (the schedule, the plan set,
-the campaign index and the audit log) are only ever written by plain commands, never together
-with a plan's keys inside one script.
+the campaign index and the audit log) are only ever written by plain commands or by scripts of
+their own, never together with a plan's keys inside one script.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import time
 PREFIX = "dsp"
 
 DUE = f"{PREFIX}:due"  # ZSET plan -> ms when its drain is due (the schedule)
+# ZSET plan -> due time a ticker's claim set, while its drain task waits in the broker.  The
+# hash tag puts it in DUE's slot: claim.lua writes both.
+CLAIMED = f"{PREFIX}:claimed{{{DUE}}}"
 PLANS = f"{PREFIX}:plans"  # SET of plans that ever had a campaign (metrics, sweeper)
 CAMPAIGNS = f"{PREFIX}:campaigns"  # HASH campaign id -> plan id
 AUDIT = f"{PREFIX}:audit"  # LIST of JSON control actions, newest first (capped)

@@ -140,6 +140,7 @@ def _take(r: list[Any]) -> Take:
 
 
 ScheduleMode = Literal["set", "lt", "head"]
+ClaimBy = Literal["ticker", "slot"]
 HoldKind = Literal["retry", "ratewait", "circuit", "notfound", "suspect"]
 
 
@@ -213,8 +214,10 @@ class Scripts:
         r = self._run("schedule", [keys.DUE], [plan, delay_ms, mode], pipe)
         return None if pipe is not None else int(r)
 
-    def claim(self, max_plans: int, claim_ms: int) -> list[str]:
-        return [as_text(p) for p in self._run("claim", [keys.DUE], [max_plans, claim_ms])]
+    def claim(self, max_plans: int, claim_ms: int, by: ClaimBy = "ticker") -> list[str]:
+        """``by="slot"``: for a slot to drain itself, so also a plan whose task is queued."""
+        got = self._run("claim", [keys.DUE, keys.CLAIMED], [max_plans, claim_ms, by])
+        return [as_text(p) for p in got]
 
     def take(
         self,

@@ -178,3 +178,45 @@ def test_the_ticker_tops_the_broker_queue_up_in_due_order(r: redis.Redis) -> Non
     waiting[0] = 0
     assert t.tick() == [f"p{i}" for i in range(3, 10)]
     assert started == [f"p{i}" for i in range(10)]
+
+
+def test_a_slot_in_a_kept_gap_takes_a_drain_still_waiting_in_the_broker(r: redis.Redis) -> None:
+    """When every slot keeps a plan, a drain task the ticker queued waits in the broker until a
+    slot is given up.  A slot with nothing due in its gap takes that plan itself, the oldest
+    claim first, and never one whose drain has started meanwhile (its due time changed)."""
+    from dispatcher.storage import keys
+    from dispatcher.storage.scripts import for_client
+
+    s = for_client(r)
+    r.zadd(keys.DUE, {"a": 1, "b": 2, "c": 3})
+    assert s.claim(50, 20_000) == ["a", "b", "c"]  # the ticker: three tasks queued
+    assert s.claim(50, 20_000) == []  # a ticker never takes a queued one again
+    s.schedule("b", 5_000)  # b's task ran and put it back to wait for its tokens
+    r.zadd(keys.DUE, {"due": 4})
+    assert s.claim(1, 20_000, "slot") == ["due"]  # what is due comes first
+    assert s.claim(1, 20_000, "slot") == ["a"]
+    assert s.claim(1, 20_000, "slot") == ["c"]  # b's claim had started: skipped
+    assert s.claim(1, 20_000, "slot") == []
+    assert r.zcard(keys.CLAIMED) == 0
+
+
+@pytest.mark.slow
+def test_plans_beyond_the_slots_start_while_kept_plans_wait(
+    deploy: Callable[..., Deployment], sim: Simulator, r: redis.Redis
+) -> None:
+    """Three plans that each wait a second between batches share two worker slots.  Each slot
+    keeps its plan through those waits; the third plan is served in their gaps, so it starts
+    before either kept plan finishes instead of after (the demo's third plan waited 4 s)."""
+    plans = ["k1", "k2", "k3"]
+    dep = deploy([(p, 20, {"batch_size": 20}) for p in plans])
+    d = Dispatcher(dep.settings, r)
+    expected = {p: _enqueue(d, p, 80, 50 + i) for i, p in enumerate(plans)}  # 4 batches each
+    dep.start_worker(concurrency=2)
+    wait_until(lambda: all(len(sim.accepted_recipients(p)) == 80 for p in plans), 60, "all sent")
+    for p in plans:
+        assert sim.accepted_recipients(p) == expected[p]
+    first = {p: min(a.t for a in sim.arrivals(p)) for p in plans}
+    last = {p: max(a.t for a in sim.arrivals(p)) for p in plans}
+    for p in plans:
+        for q in plans:
+            assert first[p] < last[q], f"{p} started only after {q} finished"
