@@ -9,10 +9,16 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import HealthCheck, settings
 
 from dispatcher.devtools.localredis import LocalRedis
 from sinch_simulator import PlanSpec, Simulator
 from tests.support.deploy import Deployment
+
+# Two shared cores that also run the session's servers and workers: a slow draw there is the
+# machine's load, not a strategy that generates too much.  The properties still run in full.
+settings.register_profile("shared-cores", suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("shared-cores")
 
 
 @pytest.fixture(scope="session")
