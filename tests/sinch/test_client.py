@@ -350,3 +350,46 @@ def test_batch_id_of_a_body_that_is_not_an_object() -> None:
     assert batch_id_of(b"[1, 2]") is None
     assert batch_id_of(b"not json") is None
     assert batch_id_of(b"") is None
+
+
+class _Proxy(BaseHTTPRequestHandler):
+    """An HTTP proxy that answers itself: it records the absolute URI a proxied request names."""
+
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list[tuple[str, str | None]]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append((self.path, self.headers.get("Content-Type")))
+        out = b'{"id":"via-proxy"}'
+        self.send_response(201)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_proxy_the_environment_names_carries_the_batches(
+    sim: Simulator, sim_plan: PlanConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """send_batch goes to the client's transport directly; it must still pick the one the
+    client would (HTTP_PROXY / HTTPS_PROXY), as users behind a proxy rely on."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        c = SinchClient(timeout_s=2.0, connect_timeout_s=1.0)
+        try:
+            resp = c.send_batch(sim_plan, body("ref-proxied"))
+        finally:
+            c.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert resp.status == 201 and resp.batch_id == "via-proxy"
+    assert _Proxy.seen == [(sim_plan.batches_url, "application/json")]
+    assert sim.arrivals("p1") == []
