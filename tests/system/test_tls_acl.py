@@ -8,7 +8,6 @@ command the dispatcher or kombu needs and the page forgot shows up as a refusal 
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import subprocess
 import sys
@@ -22,26 +21,13 @@ from dispatcher import Campaign, Dispatcher
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
 from sinch_simulator import Simulator
+from tests.support.acl import documented_acl
 from tests.support.checks import assert_fifo, assert_no_secrets, metrics_text
 from tests.support.deploy import ROOT, Deployment, wait_until
 from tests.support.numbers import mobiles
 from tests.support.tlsredis import TlsRedis, tls_support
 
 pytestmark = pytest.mark.slow
-
-
-def documented_acl() -> dict[str, str]:
-    """user name -> its ACL rule line, from the marked block of docs/operations.md."""
-    doc = (ROOT / "docs" / "operations.md").read_text()
-    block = re.search(r"<!-- acl-rules: begin -->(.*?)<!-- acl-rules: end -->", doc, re.S)
-    assert block, "docs/operations.md lost its acl-rules block"
-    rules = {
-        line.split()[1]: line.removeprefix("user ").strip()
-        for line in block.group(1).splitlines()
-        if line.startswith("user ")
-    }
-    assert set(rules) == {"dispatcher", "celery"}, rules
-    return rules
 
 
 @pytest.fixture
