@@ -1,20 +1,12 @@
-"""The Lua scripts in ``lua/``, registered once per Redis client and called by SHA.
-
-A script pulls in shared fragments with ``--@include lib/<name>.lua`` (the fencing check, the
-clock, the bucket's arithmetic, the take step), so each exists once and the standalone limiter,
-the take step and the commit that takes the next batch cannot drift apart.  A fragment is
-included once per script, before the first line that needs it, even when two fragments both
-include it.
-"""
+"""The Lua scripts in ``lua/``, registered once per Redis client and called by SHA, each
+through one typed method (their text, includes expanded, comes from ``luasource.py``)."""
 
 from __future__ import annotations
 
-import re
 import threading
 import weakref
-from functools import cache
-from importlib import resources
-from typing import Any, Literal, cast, overload
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, cast, overload
 
 import redis
 from redis.client import Pipeline
@@ -24,6 +16,8 @@ from redis.exceptions import NoScriptError
 from dispatcher.storage import keys
 from dispatcher.storage.base import as_text
 from dispatcher.storage.connect import is_cluster
+from dispatcher.storage.luasource import source
+from dispatcher.storage.pending import Pending
 from dispatcher.storage.results import (
     Busy,
     Circuit,
@@ -60,34 +54,7 @@ _NAMES = (
     "replay", "purge", "admit", "idle", "pause", "resume", "cancel", "report",
     "resuppress", "give_back",
 )  # fmt: skip
-_INCLUDE = re.compile(r"^--@include (lib/\w+\.lua)\s*$", re.M)
-
-
-@cache
-def raw(path: str) -> str:
-    """A file of ``lua/`` as stored, includes not expanded."""
-    return resources.files("dispatcher.storage").joinpath("lua", path).read_text("utf-8")
-
-
-@cache
-def source(name: str) -> str:
-    """A script's text with its includes expanded, each fragment once."""
-    seen: set[str] = set()
-
-    def expand(path: str) -> str:
-        def include(m: re.Match[str]) -> str:
-            lib = m.group(1)
-            if lib in seen:
-                return ""
-            seen.add(lib)
-            try:
-                return expand(lib)
-            except FileNotFoundError:
-                raise LookupError(f"lua/{path} includes unknown file {lib}") from None
-
-        return _INCLUDE.sub(include, raw(path))
-
-    return expand(f"{name}.lua")
+T = TypeVar("T")
 
 
 def _opt_int(v: Any) -> int | None:
@@ -137,6 +104,52 @@ def _take(r: list[Any]) -> Take:
     if kind == "later":
         return Later()
     raise RuntimeError(f"take.lua answered {kind!r}")
+
+
+def _take_call(
+    plan: str, token: str, batch_id: str, rate: float, burst: float, ttl_ms: int,
+    retention_s: int, now_us: int | None, window: list[str] | None,
+) -> tuple[list[str], list[Any]]:  # fmt: skip
+    k = [
+        keys.lease(plan), keys.lane(plan), keys.state(plan), keys.bucket(plan),
+        keys.batch(plan, batch_id), keys.prefix(plan),
+    ]  # fmt: skip
+    a: list[Any] = [token, batch_id, rate, burst, ttl_ms, _clock(now_us), retention_s]
+    if window:
+        a += [len(window), *window]
+    return k, a
+
+
+def _commit_call(
+    plan: str, token: str, batch_id: str, campaign: str, outcome: str, rate: float,
+    retention_s: int, status: str, code: str, text: str, provider_batch_id: str, reason: str,
+    count_response: bool, sibling: tuple[str, str] | None, take_next: str | None, burst: float,
+    ttl_ms: int, anywhere: bool, window: list[str] | None,
+) -> tuple[list[str], list[Any]]:  # fmt: skip
+    entry_id = keys.new_id("d") if outcome == "dead" else ""
+    k = [
+        keys.lease(plan), keys.lane(plan), keys.batch(plan, batch_id),
+        keys.campaign(plan, campaign), keys.stats(plan), keys.state(plan), keys.dlq(plan),
+        keys.dlq_entry(plan, entry_id or "-"), keys.batch(plan, sibling[0] if sibling else "-"),
+        keys.bucket(plan), keys.batch(plan, take_next or "-"), keys.prefix(plan),
+    ]  # fmt: skip
+    a: list[Any] = [
+        token, batch_id, outcome, status, code, text[:500], provider_batch_id, reason,
+        retention_s, entry_id, plan, rate, "1" if count_response else "0",
+        sibling[1] if sibling else "", take_next or "", burst, ttl_ms,
+    ]  # fmt: skip
+    if anywhere or window:
+        a += ["1" if anywhere else "0", len(window or ()), *(window or ())]
+    return k, a
+
+
+def _commit(r: list[Any]) -> Commit:
+    refused = _fenced(r)
+    if refused is not None:
+        return refused
+    head = as_text(r[1]) or None
+    taken = _take(r[2]) if head is not None and len(r) > 2 else None
+    return Committed(head, taken)
 
 
 ScheduleMode = Literal["set", "lt", "head"]
@@ -234,14 +247,16 @@ class Scripts:
     ) -> Take:
         """Take the head; with ``window`` (the sender's batches in flight, in lane order) take
         ``batch_id`` as the next of that window instead, or answer :class:`Later`."""
-        k = [
-            keys.lease(plan), keys.lane(plan), keys.state(plan), keys.bucket(plan),
-            keys.batch(plan, batch_id), keys.prefix(plan),
-        ]  # fmt: skip
-        a: list[Any] = [token, batch_id, rate, burst, ttl_ms, _clock(now_us), retention_s]
-        if window:
-            a += [len(window), *window]
+        k, a = _take_call(plan, token, batch_id, rate, burst, ttl_ms, retention_s, now_us, window)
         return _take(self._run("take", k, a))
+
+    def take_later(
+        self, plan: str, token: str, batch_id: str, *, rate: float, burst: float, ttl_ms: int,
+        retention_s: int, window: list[str],
+    ) -> Pending[Take]:  # fmt: skip
+        """:meth:`take` of a window's next, written now and read by ``result()`` (pending.py)."""
+        k, a = _take_call(plan, token, batch_id, rate, burst, ttl_ms, retention_s, None, window)
+        return self._write("take", k, a, _take)
 
     def commit(
         self,
@@ -272,27 +287,31 @@ class Scripts:
         back as ``Committed.taken``.  A window (max_in_flight > 1) passes ``anywhere`` (the
         batch need not be the head) and ``window``, its other batches in flight, so that
         ``take_next`` is taken as the next of the window."""
-        entry_id = keys.new_id("d") if outcome == "dead" else ""
-        k = [
-            keys.lease(plan), keys.lane(plan), keys.batch(plan, batch_id),
-            keys.campaign(plan, campaign), keys.stats(plan), keys.state(plan), keys.dlq(plan),
-            keys.dlq_entry(plan, entry_id or "-"), keys.batch(plan, sibling[0] if sibling else "-"),
-            keys.bucket(plan), keys.batch(plan, take_next or "-"), keys.prefix(plan),
-        ]  # fmt: skip
-        a: list[Any] = [
-            token, batch_id, outcome, status, code, text[:500], provider_batch_id, reason,
-            retention_s, entry_id, plan, rate, "1" if count_response else "0",
-            sibling[1] if sibling else "", take_next or "", burst, ttl_ms,
-        ]  # fmt: skip
-        if anywhere or window:
-            a += ["1" if anywhere else "0", len(window or ()), *(window or ())]
-        r = self._run("commit", k, a)
-        refused = _fenced(r)
-        if refused is not None:
-            return refused
-        head = as_text(r[1]) or None
-        taken = _take(r[2]) if head is not None and len(r) > 2 else None
-        return Committed(head, taken)
+        k, a = _commit_call(
+            plan, token, batch_id, campaign, outcome, rate, retention_s, status, code, text,
+            provider_batch_id, reason, count_response, sibling, take_next, burst, ttl_ms,
+            anywhere, window,
+        )  # fmt: skip
+        return _commit(self._run("commit", k, a))
+
+    def commit_later(
+        self, plan: str, token: str, batch_id: str, campaign: str, *, rate: float,
+        retention_s: int, status: str, code: str, text: str, provider_batch_id: str,
+        take_next: str | None, burst: float, ttl_ms: int, window: list[str],
+    ) -> Pending[Commit]:  # fmt: skip
+        """:meth:`commit` of a window's acceptance, written now and read by ``result()``."""
+        k, a = _commit_call(
+            plan, token, batch_id, campaign, "accepted", rate, retention_s, status, code, text,
+            provider_batch_id, "", True, None, take_next, burst, ttl_ms, True, window,
+        )  # fmt: skip
+        return self._write("commit", k, a, _commit)
+
+    def _write(
+        self, name: str, k: list[str], a: list[Any], decode: Callable[[Any], T]
+    ) -> Pending[T]:
+        return Pending(
+            self._client, self._by_name[name], k, a, decode, at_once=not self._pipelines_scripts
+        )
 
     def hold(
         self,

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from dispatcher.storage import fields, keys, scripts
+from dispatcher.storage import fields, keys, luasource, scripts
 from dispatcher.storage.campaigns import delivery_key
 from tests.support.deploy import ROOT
 
@@ -93,10 +93,10 @@ def test_every_lua_file_documents_its_keys_argv_and_answer(path: str) -> None:
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_includes_resolve_once_each(name: str) -> None:
-    src = scripts.source(name)
+    src = luasource.source(name)
     assert "--@include" not in src
     for lib in LIBS:
-        assert src.count(scripts.raw(lib)) <= 1, lib
+        assert src.count(luasource.raw(lib)) <= 1, lib
 
 
 # Quoted words in the scripts that are not field names: Redis arguments, reply tags and the

@@ -16,7 +16,7 @@ import redis
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from dispatcher.storage import keys, scripts
+from dispatcher.storage import keys, luasource
 from dispatcher.storage.fields import Batch
 from dispatcher.storage.results import Go, Wait
 from dispatcher.storage.scripts import for_client
@@ -229,9 +229,9 @@ def test_redis_time_is_used_when_no_clock_is_passed(r: redis.Redis) -> None:
 def test_take_uses_the_same_bucket_code() -> None:
     """bucket.lua, take.lua and commit.lua (the fused take) include one bucket, so the
     limiter tested here is the one the send path uses."""
-    block = scripts.raw("lib/bucket.lua")
+    block = luasource.raw("lib/bucket.lua")
     for name in ("bucket", "take", "commit"):
-        assert scripts.source(name).count(block) == 1, name
+        assert luasource.source(name).count(block) == 1, name
 
 
 @pytest.mark.parametrize("rate,burst", [(20.0, 20.0), (7.5, 3.0), (3000.0, 1000.0)])
