@@ -86,13 +86,23 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=300)
     ap.add_argument("--size", type=int, default=1000)
     ap.add_argument("--profile", action="store_true", help="cProfile the drain (slower)")
+    ap.add_argument(
+        "--prefetch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the plan's prefetch_take (--no-prefetch: a Redis round trip between POSTs)",
+    )
     args = ap.parse_args()
     size, nb = args.size, args.batches
     plan_id, bare_id = f"disp-{size}", f"bare-{size}"
     with (
         LocalRedis() as server,
         SimProcess([SimPlan(p, token_of(p), 0) for p in (plan_id, bare_id)]) as sim,
-        Deployment(server.url, sim.url, [(plan_id, 1_000_000, {"batch_size": size})]) as dep,
+        Deployment(
+            server.url,
+            sim.url,
+            [(plan_id, 1_000_000, {"batch_size": size, "prefetch_take": args.prefetch})],
+        ) as dep,
     ):
         r = redis.Redis.from_url(server.url)
         settings = dep.settings

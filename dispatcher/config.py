@@ -79,7 +79,8 @@ class PlanConfig:
     max_in_flight: int = 1
     # With max_in_flight = 1: take the next batch while the POST before it is in flight, so
     # the Redis round trip overlaps the POST (its POST still waits for that one's answer).
-    prefetch_take: bool = False
+    # False: the round trip waits between two POSTs (sending/overlap.py says what it costs).
+    prefetch_take: bool = True
 
     @property
     def batches_url(self) -> str:
@@ -431,7 +432,7 @@ def _load_plan(
     if not _is_int(in_flight) or not 1 <= in_flight <= MAX_IN_FLIGHT:
         bad(f"{key}.max_in_flight", f"must be a whole number from 1 to {MAX_IN_FLIGHT}")
         ok = False
-    prefetch: Any = raw.get("prefetch_take", False)
+    prefetch: Any = raw.get("prefetch_take", True)
     if not isinstance(prefetch, bool):
         bad(f"{key}.prefetch_take", "must be true or false")
         ok = False

@@ -54,6 +54,15 @@ def test_max_in_flight_is_read(tmp_path: Path) -> None:
         {"T": "t"},
     )
     assert s.plan("p").max_in_flight == 4
+    assert s.plan("p").prefetch_take is True  # the overlapped strict loop is the default
+
+
+def test_prefetch_take_can_be_turned_off(tmp_path: Path) -> None:
+    s = load(
+        '[plans.p]\nbase_url = "http://x"\ntoken_env = "T"\nrate = 5\nprefetch_take = false\n',
+        tmp_path,
+        {"T": "t"},
+    )
     assert s.plan("p").prefetch_take is False
 
 

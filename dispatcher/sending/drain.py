@@ -5,7 +5,8 @@ plan's batches in lane order) and per batch makes one Redis round trip beside th
 backlog: the commit of a batch's outcome, fenced by the lease, also takes the next (lease, plan
 state, token bucket, in-flight mark; the stored, ready-to-send body).  No per-recipient work
 happens here (enqueue stored the bodies ready to POST), and no Redis layout (``storage``).
-``max_in_flight`` > 1 or ``prefetch_take`` hand the POSTs to ``window.py``.
+By default each round trip runs behind the POST before it (``overlap.py``); ``max_in_flight``
+> 1 posts several batches at once (``window.py``).
 
 A drain never sleeps long in a worker slot.  When the plan must wait longer than
 ``inline_wait_s``, it writes its due time into the schedule and returns (the ticker,
@@ -32,6 +33,7 @@ from dispatcher.config import MAX_IN_FLIGHT, PlanConfig, Settings, WorkerConfig
 from dispatcher.errors import LookupFailed
 from dispatcher.observability.histograms import REQUEST_DURATION, TOKEN_WAIT
 from dispatcher.sending import policy
+from dispatcher.sending.overlap import _OverlapLost, overlap_for
 from dispatcher.sending.policy import Action, Backoff, age_s, decide, sibling_of, status_of
 from dispatcher.sending.window import _WindowLost, window_for
 from dispatcher.sinch import payload as batch_body
@@ -233,20 +235,20 @@ class Sender:
 
     # ------------------------------------------------------------ the window
     def _window(self, plan: PlanConfig, token: str, head: str, first: Go, deadline: float) -> _Next:
-        """Send ``first`` and up to ``max_in_flight - 1`` batches after it concurrently, until
-        none is in flight (``window.py``); every answer goes through ``_apply`` in its place."""
-        if self._posts is None:
-            self._posts = ThreadPoolExecutor(MAX_IN_FLIGHT, thread_name_prefix="dispatch-post")
-
-        def record(b: str, go: Go, resp: ProviderResponse, fuse: str | None, w: list[str]) -> _Next:
-            REQUEST_DURATION.labels(plan.id).observe(resp.elapsed_s)
-            return self._apply(plan, token, b, go, resp, fuse, anywhere=True, window=w)
-
+        """Send ``first`` and the batches after it, each next one taken while a POST runs:
+        strictly one POST at a time (``overlap.py``), or up to ``max_in_flight`` at once
+        (``window.py``); every answer goes through ``_apply`` in its place."""
         try:
+            if plan.max_in_flight == 1:
+                one = functools.partial(self._apply, plan, token)
+                return _Next(*overlap_for(self, plan, token, deadline, one).run(head, first))
+            if self._posts is None:
+                self._posts = ThreadPoolExecutor(MAX_IN_FLIGHT, thread_name_prefix="dispatch-post")
+            many = functools.partial(self._apply, plan, token, anywhere=True)
             return _Next(
-                window_for(self, plan, token, deadline, self._posts, record).run(head, first)
+                window_for(self, plan, token, deadline, self._posts, many).run(head, first)
             )
-        except _WindowLost:
+        except (_WindowLost, _OverlapLost):
             raise _Lost from None
 
     # ------------------------------------------------------------ outcomes
@@ -435,15 +437,9 @@ class Sender:
 
     # ------------------------------------------------------------ splitting
     def _split(
-        self,
-        plan: PlanConfig,
-        token: str,
-        head: str,
-        payload: bytes,
-        sizes: Sequence[int],
-        *,
-        then_suspect: Sequence[str] | None = None,
-    ) -> _Next:
+        self, plan: PlanConfig, token: str, head: str, payload: bytes, sizes: Sequence[int],
+        *, then_suspect: Sequence[str] | None = None,
+    ) -> _Next:  # fmt: skip
         marks = list(then_suspect or [])
         parts = [
             Part(ref, n, body, then_suspect=marks[i] if marks else "")

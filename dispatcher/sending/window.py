@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from dispatcher.config import PlanConfig
-from dispatcher.observability.histograms import TOKEN_WAIT
+from dispatcher.observability.histograms import REQUEST_DURATION, TOKEN_WAIT
 from dispatcher.sending.policy import Action, decide
 from dispatcher.sinch.client import ProviderResponse
 from dispatcher.storage.results import Go, Lost, Take, Wait
@@ -48,7 +48,7 @@ class _Flight:
 
     bid: str
     go: Go
-    future: Future[ProviderResponse] | None  # None: taken, its POST not started yet (strict)
+    future: Future[ProviderResponse]
 
 
 @dataclass
@@ -70,11 +70,6 @@ class Window:
     inline_wait_s: float
     deadline: float
     on_wait: Callable[[float], None] = lambda s: None
-    # Strict (max_in_flight = 1 with prefetch_take): one POST at a time, in lane order, but
-    # the next batch is taken while it runs; its POST starts only once the one before was
-    # accepted, and a failure gives it back (``give_back``) instead of posting it.
-    strict: bool = False
-    give_back: Callable[[str, Go], None] = lambda bid, go: None
 
     def run(self, head: str, first: Go) -> str | None:
         """Send ``first`` and the batches after it; return a batch to go on from (a guess the
@@ -86,10 +81,9 @@ class Window:
         self._pause: float | None = None  # tokens short: wait for them or for an answer
         lane_head: str | None = head
         held: str | None = None  # a batch of the window held in its place
-        limit = 2 if self.strict else self.k
         while flights:
             while self._grow and self._pause is None and self._next is not None:
-                if len(flights) >= limit:
+                if len(flights) >= self.k:
                     break
                 if time.monotonic() >= self.deadline:
                     self._grow = False
@@ -97,27 +91,18 @@ class Window:
                 bid = self._next
                 self._taken(self.take(bid, [f.bid for f in flights]), bid)
             wait_for(
-                [f.future for f in flights if f.future is not None],
+                [f.future for f in flights],
                 timeout=self._pause if self._grow else None,
                 return_when=FIRST_COMPLETED,
             )
             self._pause = None
-            for f in [f for f in flights if f.future is not None and f.future.done()]:
-                assert f.future is not None
+            for f in [f for f in flights if f.future.done()]:
                 flights.remove(f)
                 resp = f.future.result()
                 others = [o.bid for o in flights]
                 accept = self.accepted(resp)
-                if self.strict and flights:
-                    nxt = flights[0]  # taken while this one's POST ran
-                    if accept:
-                        nxt.future = self.posts.submit(self.post, nxt.go.payload)
-                    else:
-                        self.give_back(nxt.bid, nxt.go)
-                        flights.remove(nxt)
-                        others = []
                 fuse = None
-                room = len(flights) < limit and time.monotonic() < self.deadline
+                room = len(flights) < self.k and time.monotonic() < self.deadline
                 if accept and self._grow and self._next is not None and others and room:
                     fuse = self._next
                 if not accept:
@@ -132,10 +117,7 @@ class Window:
         return held or lane_head
 
     def _start(self, bid: str, go: Go) -> None:
-        if self.strict and self._flights:
-            self._flights.append(_Flight(bid, go, None))  # posted once the one before is accepted
-        else:
-            self._flights.append(_Flight(bid, go, self.posts.submit(self.post, go.payload)))
+        self._flights.append(_Flight(bid, go, self.posts.submit(self.post, go.payload)))
 
     def _taken(self, t: Take | None, bid: str) -> None:
         """Follow a take of ``bid`` as the window's next (alone or fused in a commit)."""
@@ -161,10 +143,22 @@ def window_for(
     token: str,
     deadline: float,
     posts: Executor,
-    record: Callable[[str, Go, ProviderResponse, str | None, list[str]], Recorded],
+    apply: Callable[..., Recorded],
 ) -> Window:
-    """The window of ``plan`` for a drain holding the lease ``token``."""
+    """The window of ``plan`` for a drain holding the lease ``token``; ``apply(bid, go, resp,
+    take_next, window=in_flight)`` records an answer through the drain's policy."""
     ttl_ms = int(sender.timing.lease_ttl_s * 1000)
+    duration = REQUEST_DURATION.labels(plan.id)
+
+    def post(body: bytes) -> ProviderResponse:
+        resp = sender.http.send_batch(plan, body)
+        duration.observe(resp.elapsed_s)
+        return resp
+
+    def record(
+        bid: str, go: Go, resp: ProviderResponse, take_next: str | None, in_flight: list[str]
+    ) -> Recorded:
+        return apply(bid, go, resp, take_next, window=in_flight)
 
     def take(bid: str, in_flight: list[str]) -> Take:
         return sender.scripts.take(
@@ -172,14 +166,9 @@ def window_for(
             retention_s=sender.retention_s, window=in_flight,
         )  # fmt: skip
 
-    def give_back(bid: str, go: Go) -> None:
-        if not sender.scripts.give_back(plan.id, token, bid, go.n, plan.burst):
-            raise _WindowLost
-
     return Window(
-        plan.max_in_flight, posts, lambda body: sender.http.send_batch(plan, body), take, record,
+        plan.max_in_flight, posts, post, take, record,
         accepted=lambda resp: decide(resp).action is Action.ACCEPT,
         inline_wait_s=sender.timing.inline_wait_s, deadline=deadline,
         on_wait=TOKEN_WAIT.labels(plan.id).observe,
-        strict=plan.max_in_flight == 1, give_back=give_back,
     )  # fmt: skip

@@ -8,6 +8,7 @@ TTL runs out, as a SIGKILLed process would.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -240,19 +241,27 @@ def test_stale_sender_with_an_old_fencing_token_changes_nothing(
     assert stat(r, "sent") == 30
 
 
+@pytest.mark.parametrize("prefetch", [True, False])
 def test_sender_that_loses_its_lease_mid_drain_stops(
-    setup: tuple[Settings, Dispatcher, SinchClient], r: redis.Redis, sim: Simulator
+    setup: tuple[Settings, Dispatcher, SinchClient], r: redis.Redis, sim: Simulator, prefetch: bool
 ) -> None:
-    """A Sender whose lease passed to another (its token no longer matches) stops at its next
-    step and reports it, instead of sending the next head batch."""
-    settings, d, _ = setup
-    enqueue(d, 30)
+    """A Sender whose lease passed to another while a POST was in flight stops at its next
+    step and reports it.  With prefetch_take (the default) the batch it had taken, and marked
+    in flight, while that POST ran is posted too, and nothing after it; without it, nothing
+    after the POST in flight.  The new holder finds what was sent by client_reference: each
+    recipient accepted once, in order."""
+    settings, d, http = setup
+    plan = dataclasses.replace(settings.plans[PLAN], prefetch_take=prefetch)
+    settings = dataclasses.replace(settings, plans={**settings.plans, PLAN: plan})
+    cid, numbers = enqueue(d, 30)
+    stolen: list[str] = []
 
     class Thief(SinchClient):
         def send_batch(self, plan: PlanConfig, payload: bytes) -> ProviderResponse:
             resp = super().send_batch(plan, payload)
-            r.delete(keys.lease(PLAN))
-            take_lease(r)  # another sender takes over while this POST was in flight
+            if not stolen:  # another sender takes over while this POST was in flight
+                r.delete(keys.lease(PLAN))
+                stolen.append(take_lease(r))
             return resp
 
     thief = Thief(timeout_s=5)
@@ -260,8 +269,12 @@ def test_sender_that_loses_its_lease_mid_drain_stops(
         assert Sender(settings, r, thief).drain(PLAN) == "lost"
     finally:
         thief.close()
-    assert len(sim.arrivals(PLAN)) == 1
-    assert r.llen(keys.lane(PLAN)) == 3  # its commit was refused: the new holder looks it up
+    assert len(sim.arrivals(PLAN)) == (2 if prefetch else 1)
+    assert r.llen(keys.lane(PLAN)) == 3  # its commits were refused: the new holder looks up
+    assert for_client(r).release(PLAN, stolen[0])
+    drain_all(Sender(settings, r, http), r)
+    assert_fifo(sim, PLAN, numbers)
+    assert d.status(cid).sent == 30
 
 
 @pytest.mark.slow
