@@ -123,6 +123,32 @@ def test_a_batch_taken_ahead_is_given_back_with_its_tokens(
     assert not s.give_back(PLAN, "not-the-lease", b[1], ahead.n, plan.burst)
 
 
+def test_a_commit_that_takes_nothing_renews_the_lease_for_the_batch_still_to_post(
+    win: tuple[Settings, SinchClient], r: redis.Redis
+) -> None:
+    """overlap.py posts the batch it took ahead once the commit before it is written; at the
+    end of a slice that commit takes nothing, and without a renewal the lease would be as old
+    as the take before the previous POST: two POSTs would have to fit in one lease."""
+    settings, _ = win
+    plan: PlanConfig = settings.plans[PLAN]
+    enqueue(Dispatcher(settings, r), 30, seed=5)
+    s = for_client(r)
+    lease = s.lease(PLAN, 15000)
+    assert isinstance(lease, Leased)
+    b = lane(r)
+    kw: dict[str, Any] = {"rate": plan.rate, "burst": plan.burst, "ttl_ms": 15000}
+    assert isinstance(s.take(PLAN, lease.token, b[0], **kw), Go)
+    assert isinstance(s.take(PLAN, lease.token, b[1], window=[b[0]], **kw), Go)
+    r.pexpire(keys.lease(PLAN), 200)  # what a slow POST of b[0] leaves of the lease
+    c = s.commit(
+        PLAN, lease.token, b[0], b[0].split(".")[0], "accepted", rate=plan.rate,
+        retention_s=3600, status="201", take_next=None, burst=plan.burst, ttl_ms=15000,
+        anywhere=True, window=[b[1]],
+    )  # fmt: skip
+    assert isinstance(c, Committed) and c.taken is None
+    assert r.pttl(keys.lease(PLAN)) > 10_000
+
+
 def test_window_takes_in_lane_order_and_commits_and_holds_in_place(
     win: tuple[Settings, SinchClient], r: redis.Redis
 ) -> None:

@@ -25,7 +25,10 @@
 -- ARGV[18] "1": the batch may be anywhere in the lane (a window, max_in_flight > 1): it is
 --          removed where it is (LREM), not only as the head
 -- ARGV[19] w, ARGV[20..19+w]: the sender's other batches in flight, in lane order; with
---          w > 0 the next batch (ARGV[15]) is taken as the next of that window (take_after)
+--          w > 0 the next batch (ARGV[15]) is taken as the next of that window (take_after),
+--          and the lease is renewed for ARGV[17] ms even when nothing is taken: a batch of
+--          the window may be posted after this (overlap.py posts the one it took ahead once
+--          this one's commit is written), and a POST must fit in the lease
 --
 -- Returns {"ok", next head id | "", take.lua's answer for it (when asked)} or {"lost"} or
 -- {"moved", head id | ""}.
@@ -36,6 +39,10 @@ local token, bid, outcome = ARGV[1], ARGV[2], ARGV[3]
 local refused, index = fenced_in(KEYS[1], KEYS[2], token, bid, ARGV[18] == '1')
 if refused then
   return refused
+end
+local w = tonumber(ARGV[19]) or 0
+if w > 0 then
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[17]))
 end
 local prefix, retention = KEYS[12], tonumber(ARGV[9])
 local now_us = now_us()
@@ -99,7 +106,6 @@ redis.call('DEL', KEYS[3])
 
 if has_campaign then settle(prefix, campaign, now_ms, retention) end
 local next_head = lane_head(KEYS[2], 0) or ''
-local w = tonumber(ARGV[19]) or 0
 if w > 0 and ARGV[15] ~= '' then
   return {'ok', next_head, take_after(prefix, KEYS[1], KEYS[2], KEYS[6], KEYS[10], KEYS[11],
     token, ARGV[15], {unpack(ARGV, 20, 19 + w)}, tonumber(ARGV[12]), tonumber(ARGV[16]),
