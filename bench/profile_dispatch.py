@@ -33,6 +33,7 @@ from dispatcher.sending.drain import Sender, Timing
 from dispatcher.sinch.client import SinchClient
 from dispatcher.storage import keys
 from dispatcher.storage.fields import Batch
+from dispatcher.storage.pending import Pending
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -115,6 +116,12 @@ def main() -> None:
         # Wrap the Sender's own collaborators (this process only), not drain.py.
         sender.scripts.take = timed(spent, "take", sender.scripts.take)  # type: ignore[method-assign]
         sender.scripts.commit = timed(spent, "commit+take", sender.scripts.commit)  # type: ignore[method-assign]
+        sender.scripts.give_back = timed(spent, "give_back (check)", sender.scripts.give_back)  # type: ignore[method-assign]
+        sender.scripts.take_later = timed(spent, "take, written", sender.scripts.take_later)  # type: ignore[method-assign]
+        sender.scripts.commit_later = timed(
+            spent, "commit+take, written", sender.scripts.commit_later
+        )  # type: ignore[method-assign]
+        Pending.result = timed(spent, "their replies, read", Pending.result)  # type: ignore[method-assign]
         orig_post = http._http.post
         http._http.post = timed(spent, "httpx.post", orig_post)  # type: ignore[method-assign]
         http.send_batch = timed(spent, "send_batch", http.send_batch)  # type: ignore[method-assign]
@@ -166,7 +173,10 @@ def main() -> None:
         )
         print(f"{'Redis CPU':28s} {us(m_disp.redis_cpu):12.0f} {us(m_bare.redis_cpu):10.0f}")
         print(f"{'simulator CPU':28s} {us(m_disp.sim_cpu):12.0f} {us(m_bare.sim_cpu):10.0f}")
-        for name in ("send_batch", "httpx.post", "resp.json", "commit+take", "take"):
+        for name in (
+            "send_batch", "httpx.post", "resp.json", "commit+take", "take", "take, written",
+            "commit+take, written", "their replies, read", "give_back (check)",
+        ):  # fmt: skip
             v = spent.get(name, [])
             print(f"  {name:26s} {sum(v) / batches * 1e6:12.0f}   ({len(v)} calls)")
         ev = stats.get("cmdstat_evalsha", {"calls": 0, "usec": 0})

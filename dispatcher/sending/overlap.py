@@ -10,9 +10,18 @@ read after it, on this thread (``storage/pending.py``).
 Guarantee 2 holds exactly: a POST starts only once the batch before it was accepted, so the
 provider sees strict lane order.  A batch taken behind one that was not accepted is given
 back unsent (its in-flight mark and its tokens, ``give_back.lua``), and that answer then goes
-through the drain's policy like any other.  A crash leaves at most the batch in flight and the
-one taken behind it marked in flight; each is looked up by ``client_reference`` before a
-resend, as after any crash.
+through the drain's policy like any other.
+
+Control: a batch taken ahead was taken before a pause or cancel that lands during the POST
+before it.  When that POST took longer than ``RECHECK_AFTER_S`` (5 ms: any real provider),
+one short script (``give_back.lua``, "stopped") checks for a pause or cancel and renews the
+lease before the batch is posted; a batch it stops is given back, so control stops a campaign
+at the batch being posted.  Behind a shorter POST the check would cost as much as the overlap
+saves, and is skipped: a pause or cancel landing in those few ms lets the batch taken ahead
+go too (it counts as in flight, not canceled).
+
+A crash leaves at most the batch in flight and the one taken behind it marked in flight; each
+is looked up by ``client_reference`` before a resend, as after any crash.
 """
 
 from __future__ import annotations
@@ -36,6 +45,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("dispatcher.sending.drain")  # the drain's outcome lines, as before
 
 
+# A batch taken ahead longer ago than this is checked again before its POST (still_go: a
+# pause or cancel since, the lease).  The check is a round trip the POST waits for, 250 us on
+# the bench machine (Redis must be scheduled on a shared core), as much as the overlap saves
+# for a batch of 100; behind a POST this short, a cancel lands in the gap between two POSTs
+# about as often as the strict loop's own round trip left it (200-500 us).
+RECHECK_AFTER_S = 0.005
+
+
 class _OverlapLost(Exception):
     """The lease passed to another sender (the drain turns it into its own lease-lost stop)."""
 
@@ -49,7 +66,9 @@ class Overlap:
     ``in_flight``; ``accept_later(bid, go, resp, take_next, in_flight)`` writes an acceptance's
     commit fused with that take; ``record(bid, go, resp, take_next)`` records any answer at
     once through the drain's policy and returns what it returns (the head, and the take of
-    ``take_next`` when it was taken); ``give_back(bid, go)`` returns an unsent batch.
+    ``take_next`` when it was taken); ``give_back(bid, go)`` returns an unsent batch;
+    ``still_go(bid, go)`` is true unless a pause or cancel came while the POST before ``bid``
+    ran, and then has given it back (the policy's take of it then parks or drops it).
     """
 
     post: Callable[[bytes], ProviderResponse]
@@ -57,6 +76,7 @@ class Overlap:
     accept_later: Callable[[str, Go, ProviderResponse, str | None, list[str]], Pending[Commit]]
     record: Callable[[str, Go, ProviderResponse, str | None], tuple[str | None, Take | None]]
     give_back: Callable[[str, Go], None]
+    still_go: Callable[[str, Go], bool]
     accepted: Callable[[ProviderResponse], bool]
     more: Callable[[], bool]  # may another batch be taken (the slice is not used up)?
 
@@ -66,18 +86,25 @@ class Overlap:
         pending: Pending[Take] | Pending[Commit] | None = (
             self.take_later(nxt, [bid]) if nxt is not None else None
         )
+        taken_at = time.monotonic()
         try:
             while True:
                 resp = self.post(go.payload)
                 taken, pending = _read(pending), None
                 accepted = self.accepted(resp)
-                if accepted and isinstance(taken, Go) and nxt is not None and not go.then_suspect:
-                    after = taken.next_id if self.more() else None
-                    pending = self.accept_later(bid, go, resp, after, [nxt])
-                    bid, go, nxt = nxt, taken, after
-                    continue
-                if isinstance(taken, Go) and nxt is not None:
-                    self.give_back(nxt, taken)  # not posted: its turn comes after bid's outcome
+                ahead = taken if isinstance(taken, Go) else None
+                if ahead is not None and nxt is not None:
+                    if not accepted or go.then_suspect:
+                        self.give_back(nxt, ahead)  # not posted: its turn comes after bid's
+                    elif time.monotonic() - taken_at <= RECHECK_AFTER_S or self.still_go(
+                        nxt, ahead
+                    ):
+                        after = ahead.next_id if self.more() else None
+                        pending = self.accept_later(bid, go, resp, after, [nxt])
+                        taken_at = time.monotonic()
+                        bid, go, nxt = nxt, ahead, after
+                        continue
+                    # else a pause or cancel came during the POST: still_go gave it back.
                 # An isolation probe (then_suspect) is recorded by the policy, which marks its
                 # sibling; an acceptance takes the next batch as the head in the same trip.
                 return self.record(bid, go, resp, nxt if accepted else None)
@@ -132,11 +159,19 @@ def overlap_for(
         )  # fmt: skip
 
     def give_back(bid: str, go: Go) -> None:
-        if not s.give_back(plan.id, token, bid, go.n, plan.burst):
+        if s.give_back(plan.id, token, bid, go.n, plan.burst) == "lost":
             raise _OverlapLost
 
+    def still_go(bid: str, go: Go) -> bool:
+        got = s.give_back(
+            plan.id, token, bid, go.n, plan.burst, only_if_stopped=True, ttl_ms=ttl_ms
+        )
+        if got == "lost":
+            raise _OverlapLost
+        return got == "kept"
+
     return Overlap(
-        post, take_later, accept_later, record, give_back,
+        post, take_later, accept_later, record, give_back, still_go,
         accepted=lambda resp: decide(resp).action is Action.ACCEPT,
         more=lambda: time.monotonic() < deadline,
     )  # fmt: skip

@@ -154,6 +154,7 @@ def _commit(r: list[Any]) -> Commit:
 
 ScheduleMode = Literal["set", "lt", "head"]
 ClaimBy = Literal["ticker", "slot"]
+GiveBack = Literal["given", "kept", "lost"]
 HoldKind = Literal["retry", "ratewait", "circuit", "notfound", "suspect"]
 
 
@@ -344,11 +345,19 @@ class Scripts:
         r = self._run("hold", k, a)
         return _fenced(r) or Held()
 
-    def give_back(self, plan: str, token: str, batch_id: str, n: int, burst: float) -> bool:
-        """Return a batch taken but never POSTed (its in-flight mark and its ``n`` tokens);
-        False when the lease is lost."""
+    def give_back(
+        self, plan: str, token: str, batch_id: str, n: int, burst: float, *,
+        only_if_stopped: bool = False, ttl_ms: int = 0,
+    ) -> GiveBack:  # fmt: skip
+        """Return a batch taken but never POSTed (its in-flight mark and its ``n`` tokens).
+        With ``only_if_stopped``, only when its campaign or plan was paused or canceled since
+        it was taken; else it is ``"kept"`` and the lease renewed for ``ttl_ms``."""
         k = [keys.lease(plan), keys.batch(plan, batch_id), keys.bucket(plan), keys.state(plan)]
-        return _fenced(self._run("give_back", k, [token, n, burst])) is None
+        mode = "stopped" if only_if_stopped else "always"
+        r = self._run("give_back", k, [token, n, burst, mode, ttl_ms])
+        if _fenced(r) is not None:
+            return "lost"
+        return "kept" if as_text(r[0]) == "go" else "given"
 
     def split(self, plan: str, token: str, batch_id: str, parts: list[Part]) -> SplitResult:
         k = [keys.lease(plan), keys.lane(plan), keys.batch(plan, batch_id)]

@@ -27,7 +27,7 @@ from dispatcher.storage import keys
 from dispatcher.storage.fields import Batch
 from dispatcher.storage.results import Commit, Go, Leased, Lost, Part, Take
 from dispatcher.storage.scripts import for_client
-from sinch_simulator import Simulator
+from sinch_simulator import Faults, Simulator
 from tests.support.checks import assert_fifo
 from tests.support.deploy import Deployment, wait_until
 from tests.support.numbers import mobiles
@@ -246,14 +246,15 @@ def test_sender_that_loses_its_lease_mid_drain_stops(
     setup: tuple[Settings, Dispatcher, SinchClient], r: redis.Redis, sim: Simulator, prefetch: bool
 ) -> None:
     """A Sender whose lease passed to another while a POST was in flight stops at its next
-    step and reports it.  With prefetch_take (the default) the batch it had taken, and marked
-    in flight, while that POST ran is posted too, and nothing after it; without it, nothing
-    after the POST in flight.  The new holder finds what was sent by client_reference: each
-    recipient accepted once, in order."""
+    step and reports it: nothing after the POST in flight is posted.  With prefetch_take (the
+    default) the batch it had taken, and marked in flight, while that POST ran stays marked:
+    the new holder looks it up (not there) and sends it.  Each recipient accepted once, in
+    order."""
     settings, d, http = setup
     plan = dataclasses.replace(settings.plans[PLAN], prefetch_take=prefetch)
     settings = dataclasses.replace(settings, plans={**settings.plans, PLAN: plan})
     cid, numbers = enqueue(d, 30)
+    sim.faults = Faults(latency_ms=20)  # a POST longer than RECHECK_AFTER_S, as a real one
     stolen: list[str] = []
 
     class Thief(SinchClient):
@@ -269,12 +270,72 @@ def test_sender_that_loses_its_lease_mid_drain_stops(
         assert Sender(settings, r, thief).drain(PLAN) == "lost"
     finally:
         thief.close()
-    assert len(sim.arrivals(PLAN)) == (2 if prefetch else 1)
+    assert len(sim.arrivals(PLAN)) == 1  # the batch taken ahead is checked before its POST
     assert r.llen(keys.lane(PLAN)) == 3  # its commits were refused: the new holder looks up
     assert for_client(r).release(PLAN, stolen[0])
     drain_all(Sender(settings, r, http), r)
     assert_fifo(sim, PLAN, numbers)
     assert d.status(cid).sent == 30
+
+
+@pytest.mark.parametrize("action", ["cancel", "pause", "pause plan"])
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_control_during_a_post_stops_at_the_batch_being_posted(
+    setup: tuple[Settings, Dispatcher, SinchClient],
+    r: redis.Redis,
+    sim: Simulator,
+    prefetch: bool,
+    action: str,
+) -> None:
+    """With prefetch_take (the default) the batch after the one being posted is already taken,
+    marked in flight, when an operator acts; behind a POST of a real provider's length it is
+    checked before its own POST and given back, so a pause or cancel stops the plan at the
+    batch being posted, as without the overlap."""
+    settings, d, http = setup
+    plan = dataclasses.replace(settings.plans[PLAN], prefetch_take=prefetch)
+    settings = dataclasses.replace(settings, plans={**settings.plans, PLAN: plan})
+    cid, numbers = enqueue(d, 30)
+    sim.faults = Faults(latency_ms=20)  # a POST longer than RECHECK_AFTER_S, as a real one
+    lane = [x.decode() for x in r.lrange(keys.lane(PLAN), 0, -1)]
+    acted: list[str] = []
+
+    class Operator(SinchClient):
+        def send_batch(self, plan: PlanConfig, payload: bytes) -> ProviderResponse:
+            resp = super().send_batch(plan, payload)
+            if not acted:
+                if prefetch:  # the next batch was taken while this POST ran
+                    wait_until(
+                        lambda: r.hexists(keys.batch(PLAN, lane[1]), Batch.INFLIGHT), 5, "taken"
+                    )
+                if action == "cancel":
+                    d.cancel(cid)
+                elif action == "pause":
+                    d.pause(cid)
+                else:
+                    d.pause_plan(PLAN)
+                acted.append(action)
+            return resp
+
+    operator = Operator(timeout_s=5)
+    try:
+        Sender(settings, r, operator).drain(PLAN)
+    finally:
+        operator.close()
+    assert [a.client_reference for a in sim.arrivals(PLAN)] == [lane[0]]
+    assert not r.hexists(keys.batch(PLAN, lane[1]), Batch.INFLIGHT)  # given back: no lookup
+    st = d.status(cid)
+    if action == "cancel":
+        assert (st.state, st.sent, st.canceled, st.pending) == ("canceled", 10, 20, 0)
+        return
+    assert st.state == "paused" and st.sent == 10
+    if action == "pause":
+        d.resume(cid)
+    else:
+        d.resume_plan(PLAN)
+    drain_all(Sender(settings, r, http), r)
+    assert_fifo(sim, PLAN, numbers)
+    assert d.status(cid).sent == 30
+    assert sim.stats()[PLAN]["lookups"] == 0  # nothing was left marked in flight
 
 
 @pytest.mark.slow

@@ -115,12 +115,12 @@ def test_a_batch_taken_ahead_is_given_back_with_its_tokens(
     before = float(r.hget(keys.bucket(PLAN), "tokens") or 0)
     ahead = s.take(PLAN, lease.token, b[1], window=[b[0]], **kw)
     assert isinstance(ahead, Go) and r.hexists(keys.batch(PLAN, b[1]), Batch.INFLIGHT)
-    assert s.give_back(PLAN, lease.token, b[1], ahead.n, plan.burst)
+    assert s.give_back(PLAN, lease.token, b[1], ahead.n, plan.burst) == "given"
     assert not r.hexists(keys.batch(PLAN, b[1]), Batch.INFLIGHT)
     after = float(r.hget(keys.bucket(PLAN), "tokens") or 0)
     assert before - 1 <= after <= plan.burst  # its 10 back (time refills nothing here)
     assert after >= before - ahead.n + ahead.n - 1
-    assert not s.give_back(PLAN, "not-the-lease", b[1], ahead.n, plan.burst)
+    assert s.give_back(PLAN, "not-the-lease", b[1], ahead.n, plan.burst) == "lost"
 
 
 def test_a_commit_that_takes_nothing_renews_the_lease_for_the_batch_still_to_post(

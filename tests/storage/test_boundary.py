@@ -105,7 +105,7 @@ _NOT_FIELDS = {
     "LT", "LIMIT", "PX", "-inf", "%.6f", "%.3f", "%d", "%d.%s%06d", "",
     "ok", "lost", "moved", "go", "wait", "cooldown", "circuit", "unknown", "oversize", "later",
     "accepted", "dead", "retry", "ratewait", "notfound", "lookup", "set", "lt", "head", "1", "0",
-    "ticker", "batch ", " is in the lane but has no record", ":",
+    "ticker", "stopped", "batch ", " is in the lane but has no record", ":",
     "already", "notpaused", "missing", "done", "#", ".", "^[^.]+", "orphaned", "|", "dropped",
     ":ok", ":orphaned",  # suffixes of the cb:<type>:<result> counters
 }  # fmt: skip
