@@ -12,6 +12,9 @@ provider sees strict lane order.  A batch taken behind one that was not accepted
 back unsent (its in-flight mark and its tokens, ``give_back.lua``), and that answer then goes
 through the drain's policy like any other.
 
+A take ahead is written only when the bucket can grant it (``Overlap.grantable``): for a
+plan its bucket holds back it would answer a wait, one more script call per batch for nothing.
+
 Control: a batch taken ahead was taken before a pause or cancel that lands during the POST
 before it.  When that POST took longer than ``RECHECK_AFTER_S`` (5 ms: any real provider),
 one short script (``give_back.lua``, "stopped") checks for a pause or cancel and renews the
@@ -79,14 +82,23 @@ class Overlap:
     still_go: Callable[[str, Go], bool]
     accepted: Callable[[ProviderResponse], bool]
     more: Callable[[], bool]  # may another batch be taken (the slice is not used up)?
+    rate: float  # the plan's configured rate: the bucket's refill, at most
+
+    def grantable(self, go: Go, since_s: float) -> bool:
+        """Could the bucket grant a batch like ``go`` now, ``since_s`` after ``go``'s take?
+
+        A plan its bucket holds back would only get a wait for a take ahead: one more script
+        call per batch for nothing, the commit after the POST takes it anyway.  A runtime rate
+        below the configured one only makes this say yes too often (a wait, as before)."""
+        return go.tokens_left is None or go.tokens_left + self.rate * since_s >= go.n
 
     def run(self, head: str, first: Go) -> tuple[str | None, Take | None]:
         bid, go = head, first
         nxt = go.next_id if self.more() else None
-        pending: Pending[Take] | Pending[Commit] | None = (
-            self.take_later(nxt, [bid]) if nxt is not None else None
-        )
         taken_at = time.monotonic()
+        pending: Pending[Take] | Pending[Commit] | None = (
+            self.take_later(nxt, [bid]) if nxt is not None and self.grantable(go, 0.0) else None
+        )
         try:
             while True:
                 resp = self.post(go.payload)
@@ -100,8 +112,14 @@ class Overlap:
                         nxt, ahead
                     ):
                         after = ahead.next_id if self.more() else None
-                        pending = self.accept_later(bid, go, resp, after, [nxt])
+                        since = time.monotonic() - taken_at
+                        fused = (
+                            after if after is not None and self.grantable(ahead, since) else None
+                        )
+                        pending = self.accept_later(bid, go, resp, fused, [nxt])
                         taken_at = time.monotonic()
+                        # Without a take ahead (the bucket is short) the next answer's commit
+                        # takes `after`, as the strict loop does.
                         bid, go, nxt = nxt, ahead, after
                         continue
                     # else a pause or cancel came during the POST: still_go gave it back.
@@ -173,5 +191,5 @@ def overlap_for(
     return Overlap(
         post, take_later, accept_later, record, give_back, still_go,
         accepted=lambda resp: decide(resp).action is Action.ACCEPT,
-        more=lambda: time.monotonic() < deadline,
+        more=lambda: time.monotonic() < deadline, rate=plan.rate,
     )  # fmt: skip

@@ -40,6 +40,7 @@ class Go:
     then_suspect: str  # "" or JSON {"id", "err"}: the sibling to mark if this is accepted
     next_id: str | None  # the batch after this one, for the commit to take in its round trip
     recheck: bool = False  # a number opted out since the batch was checked: filter it first
+    tokens_left: float | None = None  # recipients the bucket holds after this take
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,6 +88,7 @@ def _take(r: list[Any]) -> Take:
             then_suspect=as_text(r[8]),
             next_id=as_text(r[9]) or None,
             recheck=len(r) > 10 and as_text(r[10]) == "1",
+            tokens_left=int(r[11]) / 1000 if len(r) > 11 else None,
         )
     if kind == "wait":
         return Wait(int(r[1]))

@@ -278,6 +278,39 @@ def test_sender_that_loses_its_lease_mid_drain_stops(
     assert d.status(cid).sent == 30
 
 
+def test_a_plan_its_bucket_holds_back_takes_nothing_ahead(
+    deploy: Callable[..., Deployment], r: redis.Redis, sim: Simulator
+) -> None:
+    """A take ahead of a plan whose bucket is empty after each batch would only answer a wait,
+    one more script call per batch: the overlapped loop writes none there (each commit takes
+    the next batch after the POST, as the strict loop does) and sends the same, in order."""
+    dep = deploy([(PLAN, 2000, {"batch_size": 10, "burst": 10})])
+    d = Dispatcher(dep.settings, r)
+    http = SinchClient(timeout_s=5)
+    _, numbers = enqueue(d, 150, seed=7)
+    sender = Sender(dep.settings, r, http)
+    ahead: list[str] = []
+    take_later, commit_later = sender.scripts.take_later, sender.scripts.commit_later
+
+    def spy_take(plan: str, token: str, bid: str, **kw: Any) -> Any:
+        ahead.append(bid)
+        return take_later(plan, token, bid, **kw)
+
+    def spy_commit(plan: str, token: str, bid: str, campaign: str, **kw: Any) -> Any:
+        if kw["take_next"] is not None:
+            ahead.append(kw["take_next"])
+        return commit_later(plan, token, bid, campaign, **kw)
+
+    sender.scripts.take_later = spy_take  # type: ignore[method-assign]
+    sender.scripts.commit_later = spy_commit  # type: ignore[method-assign]
+    try:
+        drain_all(sender, r)
+    finally:
+        http.close()
+    assert_fifo(sim, PLAN, numbers)
+    assert ahead == [], f"{len(ahead)} takes ahead of a plan with no tokens for them"
+
+
 @pytest.mark.parametrize("action", ["cancel", "pause", "pause plan"])
 @pytest.mark.parametrize("prefetch", [True, False])
 def test_control_during_a_post_stops_at_the_batch_being_posted(

@@ -31,12 +31,15 @@
 --                                  be granted
 --   {"wait", wait_ms}              not enough tokens yet
 --   {"go", payload, n, campaign, fails, waits, suspect, first_at_ms, then_suspect, next_id,
---    recheck}
+--    recheck, tokens_left}
 --                                  tokens taken, batch marked in flight: POST it now.  When
 --                                  `suspect` is set (the batch is known to hold a refused
 --                                  recipient) no tokens are taken: the caller splits it.
 --                                  next_id is the batch after it, for commit.lua to take
 --                                  in the same round trip as this batch's outcome.
+--                                  tokens_left (x1000) is what the bucket holds after this
+--                                  take: the sender takes the next batch ahead only when
+--                                  it can be granted (sending/overlap.py).
 --                                  first_at_ms is the batch's first attempt ("" for a
 --                                  suspect batch that was never sent).  recheck "1": a
 --                                  number opted out since the batch was checked (the plan's

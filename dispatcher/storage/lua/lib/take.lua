@@ -105,7 +105,7 @@ local function take_head(prefix, lease_key, lane_key, state_key, bucket_key, bat
   local eff = tonumber(st[4]) or rate
   if eff > rate then eff = rate end
 
-  local granted, wait_ms = bucket_take(bucket_key, eff, burst, n, now_us, true)
+  local granted, wait_ms, left = bucket_take(bucket_key, eff, burst, n, now_us, true)
   if granted == 0 then
     if wait_ms < 0 then
       return {'oversize', n, b[4], tostring(burst), st[8] or ''}
@@ -119,7 +119,7 @@ local function take_head(prefix, lease_key, lane_key, state_key, bucket_key, bat
   -- Someone opted out since this batch was checked: the sender checks it once more.
   local recheck = (redis.call('GET', prefix .. 'supv') or '0') ~= (b[12] or '0') and '1' or ''
   return {'go', b[4], n, b[5], b[6] or '0', b[7] or '0', '', b[3] or now_ms, b[9] or '',
-      lane_head(lane_key, index + 1) or '', recheck}
+      lane_head(lane_key, index + 1) or '', recheck, left}
 end
 
 local function take_after(prefix, lease_key, lane_key, state_key, bucket_key, batch_key, token,
@@ -175,7 +175,7 @@ local function take_after(prefix, lease_key, lane_key, state_key, bucket_key, ba
   local n = tonumber(b[1])
   local eff = tonumber(st[4]) or rate
   if eff > rate then eff = rate end
-  local granted, wait_ms = bucket_take(bucket_key, eff, burst, n, now_us, true)
+  local granted, wait_ms, left = bucket_take(bucket_key, eff, burst, n, now_us, true)
   if granted == 0 then
     if wait_ms < 0 then
       return {'later'}
@@ -187,5 +187,5 @@ local function take_after(prefix, lease_key, lane_key, state_key, bucket_key, ba
     redis.call('HSET', batch_key, 'first_at', now_ms)
   end
   return {'go', b[4], n, b[5], b[6] or '0', b[7] or '0', '', b[3] or now_ms, b[9] or '',
-      lane_head(lane_key, index + 1) or '', ''}
+      lane_head(lane_key, index + 1) or '', '', left}
 end
