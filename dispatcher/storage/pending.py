@@ -35,12 +35,12 @@ class Pending(Generic[T]):
         at_once: bool,
     ) -> None:
         self._script, self._keys, self._args, self._decode = script, keys, args, decode
-        self._pool = client.connection_pool
         self._conn: Any = None
         self._reply: Any = None
-        if at_once:
+        if at_once:  # a cluster client has no single pool: it picks the key's node per call
             self._reply = script(keys=keys, args=args)
             return
+        self._pool = client.connection_pool
         conn: Any = self._pool.get_connection()
         try:
             conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
