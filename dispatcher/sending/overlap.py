@@ -108,14 +108,11 @@ class Overlap:
                 if ahead is not None and nxt is not None:
                     if not accepted or go.then_suspect:
                         self.give_back(nxt, ahead)  # not posted: its turn comes after bid's
-                    elif time.monotonic() - taken_at <= RECHECK_AFTER_S or self.still_go(
-                        nxt, ahead
+                    elif (age := time.monotonic() - taken_at) <= RECHECK_AFTER_S or (
+                        self.still_go(nxt, ahead)
                     ):
                         after = ahead.next_id if self.more() else None
-                        since = time.monotonic() - taken_at
-                        fused = (
-                            after if after is not None and self.grantable(ahead, since) else None
-                        )
+                        fused = after if after is not None and self.grantable(ahead, age) else None
                         pending = self.accept_later(bid, go, resp, fused, [nxt])
                         taken_at = time.monotonic()
                         # Without a take ahead (the bucket is short) the next answer's commit
@@ -181,9 +178,7 @@ def overlap_for(
             raise _OverlapLost
 
     def still_go(bid: str, go: Go) -> bool:
-        got = s.give_back(
-            plan.id, token, bid, go.n, plan.burst, only_if_stopped=True, ttl_ms=ttl_ms
-        )
+        got = s.give_back(plan.id, token, bid, go.n, plan.burst, keep_for_ms=ttl_ms)
         if got == "lost":
             raise _OverlapLost
         return got == "kept"

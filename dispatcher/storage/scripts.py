@@ -348,14 +348,14 @@ class Scripts:
 
     def give_back(
         self, plan: str, token: str, batch_id: str, n: int, burst: float, *,
-        only_if_stopped: bool = False, ttl_ms: int = 0,
+        keep_for_ms: int | None = None,
     ) -> GiveBack:  # fmt: skip
         """Return a batch taken but never POSTed (its in-flight mark and its ``n`` tokens).
-        With ``only_if_stopped``, only when its campaign or plan was paused or canceled since
-        it was taken; else it is ``"kept"`` and the lease renewed for ``ttl_ms``."""
+        With ``keep_for_ms``, only when its campaign or plan was paused or canceled since it
+        was taken; else it is ``"kept"`` and the lease renewed for that long."""
         k = [keys.lease(plan), keys.batch(plan, batch_id), keys.bucket(plan), keys.state(plan)]
-        mode = "stopped" if only_if_stopped else "always"
-        r = self._run("give_back", k, [token, n, burst, mode, ttl_ms])
+        mode = "always" if keep_for_ms is None else "stopped"
+        r = self._run("give_back", k, [token, n, burst, mode, keep_for_ms or 0])
         if _fenced(r) is not None:
             return "lost"
         return "kept" if as_text(r[0]) == "go" else "given"
